@@ -1,0 +1,23 @@
+"""Reading pyseata's TOML configuration files, with errors that say what to fix."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pyseata.errors import ConfigError
+
+__all__ = ["read_toml"]
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The parsed document; a missing, unreadable or invalid file raises :class:`ConfigError`."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
