@@ -1,0 +1,340 @@
+"""Protocol v1 frames (PROTOCOL.md section 1), sans-IO.
+
+:func:`encode_frame` turns a :class:`Frame` into bytes. :class:`FrameDecoder` is fed bytes in any
+chunking and returns whole frames; it checks the announced length against a maximum *before*
+buffering the body, so a peer cannot make us allocate what it claims.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
+
+from pyseata.errors import FrameTooLargeError, LocalProtocolError, ProtocolError, RemoteProtocolError
+from pyseata.protocol.codec import DEFAULT_CODES, decode_body, encode_body
+from pyseata.protocol.compress import compress, decompress
+from pyseata.protocol.enums import CompressorType, ExceptionCodeTable, MessageType, SerializerType
+from pyseata.protocol.messages import HeartbeatMessage, Message
+
+__all__ = [
+    "HEADER",
+    "HEAD_LENGTH",
+    "MAGIC",
+    "MAX_FRAME_LENGTH",
+    "VERSION",
+    "Frame",
+    "FrameDecoder",
+    "decode_head_map",
+    "encode_frame",
+    "encode_head_map",
+    "encode_message",
+]
+
+MAGIC: Final = b"\xda\xda"
+VERSION: Final = 1
+HEAD_LENGTH: Final = 16
+MAX_FRAME_LENGTH: Final = 8 * 1024 * 1024  # Seata's ProtocolConstants.MAX_FRAME_LENGTH
+
+# magic(2) version(1) fullLength(4) headLength(2) type(1) codec(1) compressor(1) requestId(4)
+HEADER: Final = struct.Struct(">2sBiHBBBi")
+_I32 = struct.Struct(">i")
+_I16 = struct.Struct(">h")
+
+_EMPTY_MAP: Mapping[str | None, str | None] = MappingProxyType({})
+_HEARTBEATS = {
+    MessageType.HEARTBEAT_REQUEST: HeartbeatMessage(ping=True),
+    MessageType.HEARTBEAT_RESPONSE: HeartbeatMessage(ping=False),
+}
+_MESSAGE_TYPES = {int(t): t for t in MessageType}
+_COMPRESSORS = {int(c): c for c in CompressorType}
+_PREFIX = MAGIC + bytes([VERSION])
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One protocol v1 frame: Seata's ``RpcMessage``.
+
+    ``head_map`` keeps ``None`` and ``""`` apart, as the wire does. For heartbeat frames ``body``
+    is a :class:`HeartbeatMessage` derived from ``message_type``; nothing is on the wire.
+    """
+
+    message_type: MessageType
+    request_id: int
+    body: Message
+    codec: int = SerializerType.SEATA
+    compressor: CompressorType = CompressorType.NONE
+    head_map: Mapping[str | None, str | None] = field(default_factory=lambda: _EMPTY_MAP)
+
+    @classmethod
+    def ping(cls, request_id: int) -> Frame:
+        return cls(MessageType.HEARTBEAT_REQUEST, request_id, _HEARTBEATS[MessageType.HEARTBEAT_REQUEST])
+
+    @classmethod
+    def pong(cls, request_id: int, codec: int = SerializerType.SEATA) -> Frame:
+        pong = _HEARTBEATS[MessageType.HEARTBEAT_RESPONSE]
+        return cls(MessageType.HEARTBEAT_RESPONSE, request_id, pong, codec)
+
+    @property
+    def is_heartbeat(self) -> bool:
+        return self.message_type in _HEARTBEATS
+
+    def __repr__(self) -> str:
+        extra = ""
+        if self.compressor != CompressorType.NONE:
+            extra += f", compressor={self.compressor.name}"
+        if self.head_map:
+            extra += f", head_map={dict(self.head_map)!r}"
+        return f"Frame({self.message_type.name}, id={self.request_id}, {self.body!r}{extra})"
+
+
+_new_object = object.__new__
+_FRAME_SETTERS = tuple(
+    getattr(Frame, name).__set__
+    for name in ("message_type", "request_id", "body", "codec", "compressor", "head_map")
+)
+
+
+def _make_frame(  # noqa: PLR0917 - positional like Frame(...), on the hot path
+    message_type: MessageType, request_id: int, body: Message, codec: int, compressor: CompressorType,
+    head_map: Mapping[str | None, str | None],
+) -> Frame:
+    """``Frame(...)`` for the decoder, through the slot descriptors as the frozen dataclass's
+    ``__init__`` does, minus its argument handling: decoding makes one per frame."""
+    frame = _new_object(Frame)
+    s_type, s_id, s_body, s_codec, s_compressor, s_head = _FRAME_SETTERS
+    s_type(frame, message_type)
+    s_id(frame, request_id)
+    s_body(frame, body)
+    s_codec(frame, codec)
+    s_compressor(frame, compressor)
+    s_head(frame, head_map)
+    return frame
+
+
+# --- head map (PROTOCOL.md 1.6) ---------------------------------------------------------------
+
+
+def _head_str(value: str | None) -> bytes:
+    if value is None:
+        return b"\xff\xff"
+    data = value.encode("utf-8")
+    if len(data) > 0x7FFF:
+        raise LocalProtocolError(f"head map string of {len(data)} bytes exceeds 32767")
+    return _I16.pack(len(data)) + data
+
+
+def encode_head_map(head_map: Mapping[str | None, str | None]) -> bytes:
+    """Entries with a ``None`` key are skipped, as Java does."""
+    return b"".join(_head_str(k) + _head_str(v) for k, v in head_map.items() if k is not None)
+
+
+def decode_head_map(data: bytes, base: int = 0) -> dict[str | None, str | None]:
+    """Reads (key, value) string pairs until ``data`` is used up. ``base`` offsets error positions."""
+    result: dict[str | None, str | None] = {}
+    pos, end = 0, len(data)
+    while pos < end:
+        pair: list[str | None] = []
+        for _ in range(2):
+            if pos + 2 > end:
+                raise RemoteProtocolError("head map ends inside a string length", offset=base + pos)
+            (n,) = _I16.unpack_from(data, pos)
+            pos += 2
+            if n < 0:
+                pair.append(None)
+                continue
+            if pos + n > end:
+                raise RemoteProtocolError(
+                    f"head map string of {n} bytes overruns the head", offset=base + pos
+                )
+            try:
+                pair.append(data[pos : pos + n].decode("utf-8"))
+            except UnicodeDecodeError:
+                raise RemoteProtocolError("head map string is not UTF-8", offset=base + pos) from None
+            pos += n
+        result[pair[0]] = pair[1]
+    return result
+
+
+# --- encoding ---------------------------------------------------------------------------------
+
+
+def encode_frame(frame: Frame, codes: ExceptionCodeTable = DEFAULT_CODES) -> bytes:
+    """Encodes a whole frame, compressing the body with the frame's compressor."""
+    return encode_message(
+        frame.message_type, frame.request_id, frame.body, frame.codec, frame.compressor, frame.head_map, codes
+    )
+
+
+def encode_message(  # noqa: PLR0917 - positional like Frame(...), on the hot path
+    message_type: int,
+    request_id: int,
+    body: Message | None,
+    codec: int = SerializerType.SEATA,
+    compressor: int = CompressorType.NONE,
+    head_map: Mapping[str | None, str | None] | None = None,
+    codes: ExceptionCodeTable = DEFAULT_CODES,
+) -> bytes:
+    """:func:`encode_frame` from the frame's fields, without building a :class:`Frame` (the RPC
+    layer's send path). ``body`` is ignored for heartbeats."""
+    head = encode_head_map(head_map) if head_map else b""
+    if message_type in _HEARTBEATS:
+        payload = b""
+    else:
+        if codec != SerializerType.SEATA:
+            raise LocalProtocolError(f"codec {codec} is not supported; pyseata speaks the seata codec (1)")
+        if body is None:
+            raise LocalProtocolError(f"a {MessageType(message_type).name} frame needs a body")
+        payload = encode_body(body, codes)
+        if compressor != CompressorType.NONE:
+            payload = compress(CompressorType(compressor), payload)
+    head_length = HEAD_LENGTH + len(head)
+    if head_length > 0xFFFF:
+        raise LocalProtocolError(f"head map of {len(head)} bytes does not fit the 16-bit head length")
+    try:
+        header = HEADER.pack(
+            MAGIC, VERSION, head_length + len(payload), head_length,
+            message_type, codec, compressor, request_id,
+        )
+    except struct.error:
+        raise LocalProtocolError(
+            f"frame fields out of range (request id {request_id}, codec {codec})"
+        ) from None
+    return header + head + payload if head else header + payload
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+
+class FrameDecoder:
+    """Incremental frame decoder: ``feed(bytes) -> list[Frame]``.
+
+    Any malformed input raises :class:`RemoteProtocolError` (or its subclass
+    :class:`FrameTooLargeError`); after that the decoder is unusable, because the byte stream can no
+    longer be trusted to be in sync, and the connection should be closed.
+    """
+
+    __slots__ = ("_broken", "_buf", "_consumed", "codes", "max_frame_length")
+
+    def __init__(
+        self, max_frame_length: int = MAX_FRAME_LENGTH, codes: ExceptionCodeTable = DEFAULT_CODES
+    ) -> None:
+        if max_frame_length < HEAD_LENGTH:
+            raise ValueError(f"max_frame_length must be at least {HEAD_LENGTH}")
+        self.max_frame_length = max_frame_length
+        self.codes = codes
+        self._buf = bytearray()
+        self._consumed = 0  # total bytes taken off the stream, for error offsets
+        self._broken: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a whole frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        if self._broken is not None:
+            raise RemoteProtocolError(f"decoder already failed: {self._broken}")
+        buf: bytes | bytearray | memoryview = self._buf
+        if self._buf:
+            self._buf += data
+        else:
+            buf = data  # the common case: whole frames in one read; no copy into the buffer
+        frames: list[Frame] = []
+        pos = 0
+        size = len(buf)
+        try:
+            while True:
+                available = size - pos
+                if available < 7:
+                    if available:
+                        self._check_prefix(buf, pos, available)
+                    break
+                if buf[pos : pos + 3] != _PREFIX:
+                    self._check_prefix(buf, pos, 3)
+                (full_length,) = _I32.unpack_from(buf, pos + 3)
+                if not HEAD_LENGTH <= full_length <= self.max_frame_length:
+                    self._check_length(full_length, pos)
+                if available < full_length:
+                    break
+                frames.append(self._decode_frame(buf, pos, full_length))
+                pos += full_length
+        except ProtocolError as exc:
+            self._broken = exc
+            raise
+        finally:
+            if buf is self._buf:
+                if pos:
+                    del self._buf[:pos]
+            elif pos < size:
+                self._buf += memoryview(buf)[pos:]
+            self._consumed += pos
+        return frames
+
+    def _check_prefix(self, buf: bytes | bytearray | memoryview, pos: int, available: int) -> None:
+        # Reject garbage as soon as its first bytes arrive, not after waiting for a length.
+        for i in range(min(available, 3)):
+            expected = VERSION if i == 2 else 0xDA
+            if buf[pos + i] != expected:
+                what = "protocol version" if i == 2 else "magic"
+                raise RemoteProtocolError(
+                    f"bad {what} byte 0x{buf[pos + i]:02x} (expected 0x{expected:02x}); "
+                    "the peer does not speak Seata protocol v1",
+                    offset=self._consumed + pos + i,
+                )
+
+    def _check_length(self, full_length: int, pos: int) -> None:
+        if full_length > self.max_frame_length:
+            raise FrameTooLargeError(
+                f"frame announces {full_length} bytes; the maximum is {self.max_frame_length}",
+                offset=self._consumed + pos + 3,
+            )
+        if full_length < HEAD_LENGTH:
+            raise RemoteProtocolError(
+                f"frame length {full_length} is shorter than the 16-byte header",
+                offset=self._consumed + pos + 3,
+            )
+
+    def _decode_frame(self, buf: bytes | bytearray | memoryview, pos: int, full_length: int) -> Frame:
+        offset = self._consumed + pos  # position of the frame in the stream, for errors
+        _, _, _, head_length, type_byte, codec, compressor_byte, request_id = HEADER.unpack_from(buf, pos)
+        if not HEAD_LENGTH <= head_length <= full_length:
+            raise RemoteProtocolError(
+                f"head length {head_length} is outside 16..{full_length}", offset=offset + 7
+            )
+        message_type = _MESSAGE_TYPES.get(type_byte)
+        if message_type is None:
+            raise RemoteProtocolError(f"unknown message type {type_byte}", offset=offset + 9)
+        compressor = _COMPRESSORS.get(compressor_byte)
+        if compressor is None:
+            raise RemoteProtocolError(f"unknown compressor {compressor_byte}", offset=offset + 11)
+        head_map = (
+            decode_head_map(bytes(buf[pos + HEAD_LENGTH : pos + head_length]), offset + HEAD_LENGTH)
+            if head_length > HEAD_LENGTH
+            else _EMPTY_MAP
+        )
+        heartbeat = _HEARTBEATS.get(message_type)
+        if heartbeat is not None:  # Java never reads a heartbeat body
+            return _make_frame(message_type, request_id, heartbeat, codec, compressor, head_map)
+        if codec != SerializerType.SEATA:
+            name = SerializerType(codec).name if codec in SerializerType._value2member_map_ else "unknown"
+            raise RemoteProtocolError(
+                f"codec {codec} ({name}) is not supported; configure the client with "
+                "transport.serialization=seata",
+                offset=offset + 10,
+            )
+        body_bytes = bytes(buf[pos + head_length : pos + full_length])
+        if not body_bytes:
+            raise RemoteProtocolError(f"{message_type.name} frame has no body", offset=offset + head_length)
+        if compressor != CompressorType.NONE:
+            body_bytes = decompress(compressor, body_bytes, max_size=self.max_frame_length)
+        try:
+            body = decode_body(body_bytes, self.codes)
+        except RemoteProtocolError as exc:
+            if exc.offset is None or compressor != CompressorType.NONE:
+                raise
+            # Report the position in the stream, not in the body.
+            raise RemoteProtocolError(exc.reason, offset=offset + head_length + exc.offset) from None
+        return _make_frame(message_type, request_id, body, codec, compressor, head_map)
