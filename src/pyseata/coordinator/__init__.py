@@ -1,0 +1,1 @@
+"""The Transaction Coordinator (TC): sessions, global row locks, recovery and their stores."""
