@@ -36,13 +36,14 @@ Every log line about a branch carries ``xid=`` and ``branch=`` (and ``record.xid
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeAlias, TypeVar
 
 from pyseata.errors import PyseataError, TransactionError
 from pyseata.protocol import messages as m
@@ -71,6 +72,8 @@ log = logging.getLogger("pyseata.client.rm")
 
 B = BranchStatus
 R = TypeVar("R", bound=m.AbstractTransactionResponse)
+T = TypeVar("T")
+P = ParamSpec("P")
 
 PhaseTwoResult: TypeAlias = BranchStatus | bool | None
 
@@ -239,6 +242,31 @@ def _status_of(phase: _Phase, result: object) -> BranchStatus | None:
     return None
 
 
+# --- the two forms of a TC call -----------------------------------------------------------------
+
+_TcCall: TypeAlias = Callable[Concatenate["ResourceManager", P], Coroutine[Any, Any, T]]
+
+
+def _blocking(call: _TcCall[P, T]) -> Callable[Concatenate[ResourceManager, P], T]:
+    """``call`` for synchronous code: blocks until its coroutine has run on the runtime's loop."""
+
+    @functools.wraps(call)
+    def blocking(self: ResourceManager, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self.runtime.run(call(self, *args, **kwargs))
+
+    return blocking
+
+
+def _awaitable(call: _TcCall[P, T]) -> _TcCall[P, T]:
+    """``call`` for asyncio code: awaits its coroutine on the runtime's loop, the caller's stays free."""
+
+    @functools.wraps(call)
+    async def awaitable(self: ResourceManager, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.runtime.arun(call(self, *args, **kwargs))
+
+    return awaitable
+
+
 # --- the manager ----------------------------------------------------------------------------------
 
 
@@ -302,32 +330,24 @@ class ResourceManager:
         await client.register_resource(resource_id)
 
     # --- requests to the TC --------------------------------------------------------------------------
+    # Each is written once, as a method that checks its arguments and builds the request here and
+    # returns the coroutine that asks the TC; _blocking and _awaitable make its two public forms.
 
-    def branch_register(
+    def _branch_register(
         self,
         xid: str,
         resource_id: str,
         branch_type: BranchType,
         lock_key: str | None = None,
         application_data: str | None = None,
-    ) -> int:
+    ) -> Coroutine[Any, Any, int]:
         """Registers a branch of ``xid``; returns its branch id. Raises :class:`BranchError`
         (:class:`LockConflictError` for a row-lock conflict) when the TC refuses."""
-        request = _register(xid, resource_id, branch_type, lock_key, application_data)
-        return self.runtime.run(self._ask(request, m.BranchRegisterResponse, "register a branch")).branch_id
+        request = m.BranchRegisterRequest(xid=xid, branch_type=BranchType(branch_type), resource_id=resource_id,
+                                          lock_key=lock_key, application_data=application_data)  # fmt: skip
+        return self._ask(request, m.BranchRegisterResponse, "register a branch", lambda r: r.branch_id)
 
-    async def abranch_register(
-        self,
-        xid: str,
-        resource_id: str,
-        branch_type: BranchType,
-        lock_key: str | None = None,
-        application_data: str | None = None,
-    ) -> int:
-        request = _register(xid, resource_id, branch_type, lock_key, application_data)
-        return (await self.runtime.arun(self._ask(request, m.BranchRegisterResponse, "register a branch"))).branch_id
-
-    def branch_report(
+    def _branch_report(
         self,
         xid: str,
         branch_id: int,
@@ -336,48 +356,39 @@ class ResourceManager:
         resource_id: str | None = None,
         branch_type: BranchType = BranchType.AT,
         application_data: str | None = None,
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
         """Reports a branch's phase-one outcome, or (TCC, status Registered) new application data."""
-        request = _report(xid, branch_id, status, resource_id=resource_id, branch_type=branch_type,
-                          application_data=application_data)
-        self.runtime.run(self._ask(request, m.BranchReportResponse, f"report branch {branch_id}"))
+        request = m.BranchReportRequest(
+            xid=xid,
+            branch_id=branch_id,
+            status=status,
+            resource_id=resource_id,
+            application_data=application_data,
+            branch_type=BranchType(branch_type),
+        )
+        return self._ask(request, m.BranchReportResponse, f"report branch {branch_id}", lambda r: None)
 
-    async def abranch_report(
-        self,
-        xid: str,
-        branch_id: int,
-        status: BranchStatus,
-        *,
-        resource_id: str | None = None,
-        branch_type: BranchType = BranchType.AT,
-        application_data: str | None = None,
-    ) -> None:
-        request = _report(xid, branch_id, status, resource_id=resource_id, branch_type=branch_type,
-                          application_data=application_data)
-        await self.runtime.arun(self._ask(request, m.BranchReportResponse, f"report branch {branch_id}"))
-
-    def global_lock_query(
+    def _global_lock_query(
         self, resource_id: str, lock_key: str, *, xid: str | None = None, branch_type: BranchType = BranchType.AT
-    ) -> bool:
+    ) -> Coroutine[Any, Any, bool]:
         """True when no other global transaction holds any of ``lock_key``'s rows (checks only)."""
         request = m.GlobalLockQueryRequest(
             xid=xid, branch_type=BranchType(branch_type), resource_id=resource_id, lock_key=lock_key
         )
-        return self.runtime.run(self._ask(request, m.GlobalLockQueryResponse, "query global locks")).lockable
+        return self._ask(request, m.GlobalLockQueryResponse, "query global locks", lambda r: r.lockable)
 
-    async def aglobal_lock_query(
-        self, resource_id: str, lock_key: str, *, xid: str | None = None, branch_type: BranchType = BranchType.AT
-    ) -> bool:
-        request = m.GlobalLockQueryRequest(
-            xid=xid, branch_type=BranchType(branch_type), resource_id=resource_id, lock_key=lock_key
-        )
-        return (await self.runtime.arun(self._ask(request, m.GlobalLockQueryResponse, "query global locks"))).lockable
-
-    async def _ask(self, request: m.Message, expected: type[R], action: str) -> R:
-        """Sends one RM request (on the runtime's loop) and checks the answer."""
+    async def _ask(self, request: m.Message, expected: type[R], action: str, answer: Callable[[R], T]) -> T:
+        """Sends one RM request (on the runtime's loop), checks the response and returns ``answer(response)``."""
         xid: str | None = getattr(request, "xid", None)
         response = await self.runtime.client.request(request, role=Role.RM, xid=xid)
-        return _checked(response, expected, action, xid)
+        return answer(_checked(response, expected, action, xid))
+
+    branch_register = _blocking(_branch_register)
+    abranch_register = _awaitable(_branch_register)
+    branch_report = _blocking(_branch_report)
+    abranch_report = _awaitable(_branch_report)
+    global_lock_query = _blocking(_global_lock_query)
+    aglobal_lock_query = _awaitable(_global_lock_query)
 
     # --- requests from the TC --------------------------------------------------------------------------
 
@@ -455,21 +466,6 @@ class ResourceManager:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="pyseata-rm")
             return self._pool
-
-
-def _register(
-    xid: str, resource_id: str, branch_type: BranchType, lock_key: str | None, application_data: str | None
-) -> m.BranchRegisterRequest:
-    return m.BranchRegisterRequest(xid=xid, branch_type=BranchType(branch_type), resource_id=resource_id,
-                                   lock_key=lock_key, application_data=application_data)  # fmt: skip
-
-
-def _report(
-    xid: str, branch_id: int, status: BranchStatus, *, resource_id: str | None, branch_type: BranchType,
-    application_data: str | None,
-) -> m.BranchReportRequest:
-    return m.BranchReportRequest(xid=xid, branch_id=branch_id, status=status, resource_id=resource_id,
-                                 application_data=application_data, branch_type=BranchType(branch_type))  # fmt: skip
 
 
 def _checked(response: m.Message, expected: type[R], action: str, xid: str | None) -> R:
