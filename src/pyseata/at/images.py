@@ -371,6 +371,9 @@ def check(stmt: Statement, meta: TableMeta) -> None:
             column = meta.find_column(*name)
             if column is not None and column.name in meta.primary_key:
                 raise _refuse(stmt, f"it updates primary key column {column.name!r}; AT mode names rows by primary key")
+            if column is not None and column.identity_always:
+                raise _refuse(stmt, f"it sets identity column {column.name!r} (GENERATED ALWAYS): the new number "
+                                    "could never be undone, since no UPDATE can set the old one back")
     if stmt.limit is not None and not _orders_by_key(stmt, meta):
         raise _refuse(stmt, "LIMIT without an ORDER BY naming every primary-key column may change other rows "
                             "than the before image selected")

@@ -16,6 +16,7 @@ rows by primary key in images, lock keys and undo SQL, so it cannot cover such a
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +42,14 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class ColumnMeta:
-    """One column. ``default`` is the database's text of the default expression, or None."""
+    """One column. ``default`` is the database's text of the default expression, or None.
+
+    ``generated``: the database computes the value from other columns (PostgreSQL ``GENERATED
+    ALWAYS AS (...) STORED``, MySQL/MariaDB virtual and stored columns); no statement may write it.
+    ``identity_always``: PostgreSQL ``GENERATED ALWAYS AS IDENTITY``; an INSERT may write it only
+    with ``OVERRIDING SYSTEM VALUE``, an UPDATE never. (SQLite hides generated columns from
+    ``pragma_table_info``: AT mode never sees them there.)
+    """
 
     name: str
     type_name: str
@@ -49,6 +57,13 @@ class ColumnMeta:
     nullable: bool = True
     default: str | None = None
     auto_increment: bool = False
+    generated: bool = False
+    identity_always: bool = False
+
+    @property
+    def writable(self) -> bool:
+        """Whether an UPDATE may set this column to a given value."""
+        return not (self.generated or self.identity_always)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,10 +244,15 @@ def _mysql_flow(d: Dialect, name: str, schema: str | None, st: Paramstyle) -> Me
             name=_text(col), type_name=_text(ctype), java_type=d.java_type(_text(ctype)),
             nullable=_text(nullable) == "YES", default=_mysql_default(dflt),
             auto_increment="auto_increment" in _text(extra).lower(),
+            generated=_MYSQL_GENERATED.search(_text(extra)) is not None,
         )
         for _schema, col, ctype, nullable, dflt, extra in cols
     )
     return TableMeta(d, resolved, name, columns, pk, tuple(unique), "PRIMARY")
+
+
+# EXTRA of a virtual or stored generated column (MySQL 8's DEFAULT_GENERATED is an expression default).
+_MYSQL_GENERATED = re.compile(r"\b(?:VIRTUAL|STORED|PERSISTENT) GENERATED\b", re.IGNORECASE)
 
 
 def _mysql_default(value: Any) -> str | None:
@@ -242,7 +262,7 @@ def _mysql_default(value: Any) -> str | None:
 
 _PG_COLUMNS = (
     "SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), t.typname, "
-    "a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity "
+    "a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated "
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
     "JOIN pg_type t ON t.oid = a.atttypid "
@@ -279,8 +299,9 @@ def _postgres_flow(d: Dialect, name: str, schema: str | None, st: Paramstyle) ->
         ColumnMeta(
             name=col, type_name=type_name, java_type=d.java_type(typname), nullable=not notnull, default=dflt,
             auto_increment=bool(identity) or (dflt is not None and dflt.startswith("nextval(")),
+            generated=bool(generated), identity_always=identity == "a",
         )
-        for _n, _c, col, type_name, typname, notnull, dflt, identity in cols
+        for _n, _c, col, type_name, typname, notnull, dflt, identity, generated in cols
     )
     keys = tuple(UniqueKey(n, tuple(c)) for n, c in unique.items())
     return TableMeta(d, resolved_schema, resolved_name, columns, tuple(pk), keys, pk_name)

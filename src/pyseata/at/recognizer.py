@@ -363,6 +363,8 @@ def recognize(sql: str, dialect: Dialect | str, style: Paramstyle | str | None =
     tokens = _tokenize(text, d, sql)
     if not tokens:
         raise SQLNotSupportedError(sql, "the statement is empty")
+    if d.name == "postgres":
+        text, tokens = _without_overriding(sql, text, tokens)
     ctx = _Ctx(sql, d, scan, tokens)
     quick = _by_first_word(ctx)
     if quick is not None:
@@ -375,6 +377,22 @@ def recognize(sql: str, dialect: Dialect | str, style: Paramstyle | str | None =
     if handler is None:
         raise ctx.refuse(f"{ctx.tokens[0].word} statements are not supported in AT mode")
     return replace(handler(ctx, tree), end=ctx.tokens[-1].end)
+
+
+def _without_overriding(sql: str, text: str, tokens: list[_Tok]) -> tuple[str, list[_Tok]]:
+    """A PostgreSQL INSERT's ``OVERRIDING SYSTEM VALUE`` (given values win over an identity) left out
+    of what is parsed, which sqlglot cannot read; it changes nothing AT mode looks at.
+    ``OVERRIDING USER VALUE`` is refused: the rows would not get the key values the statement gives."""
+    if tokens[0].word != "INSERT":
+        return text, tokens
+    for i, tok in enumerate(tokens[:-2]):
+        if tok.word == "OVERRIDING" and tok.depth == 0 and tokens[i + 2].word == "VALUE":
+            if tokens[i + 1].word != "SYSTEM":
+                raise SQLNotSupportedError(sql, "OVERRIDING USER VALUE makes the database replace the given "
+                                                "key values, so AT mode cannot find the inserted rows")
+            start, end = tok.start, tokens[i + 2].end
+            return text[:start] + " " * (end - start) + text[end:], tokens[:i] + tokens[i + 3 :]
+    return text, tokens
 
 
 def _by_first_word(ctx: _Ctx) -> Kind | None:

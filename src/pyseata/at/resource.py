@@ -156,7 +156,8 @@ def _undo_statements(env: Env, meta: TableMeta, before: TableRecords,
     for row in before.rows:
         key = row.key(pk)
         if key in after_keys:
-            fields = [f for f in row.fields if f.name not in pk]
+            # A column the database computes (or an identity no UPDATE may set) is left to the database.
+            fields = [f for f in row.fields if f.name not in pk and meta.column(f.name).writable]
             if not fields:
                 continue
             sets = ", ".join(f"{name(f.name)} = {st.render(i)}" for i, f in enumerate(fields))
@@ -164,10 +165,13 @@ def _undo_statements(env: Env, meta: TableMeta, before: TableRecords,
             params = [value(f.name, f.value) for f in fields] + [value(c, v) for c, v in zip(pk, key, strict=True)]
             statements.append((f"UPDATE {table} SET {sets} WHERE {cond}", params))
         else:
-            cols = ", ".join(name(f.name) for f in row.fields)
-            marks = ", ".join(st.render(i) for i in range(len(row.fields)))
-            statements.append((f"INSERT INTO {table} ({cols}) VALUES ({marks})",
-                               [value(f.name, f.value) for f in row.fields]))
+            fields = [f for f in row.fields if not meta.column(f.name).generated]
+            cols = ", ".join(name(f.name) for f in fields)
+            marks = ", ".join(st.render(i) for i in range(len(fields)))
+            # PostgreSQL's GENERATED ALWAYS AS IDENTITY takes the deleted row's own number only so.
+            overriding = " OVERRIDING SYSTEM VALUE" if any(meta.column(f.name).identity_always for f in fields) else ""
+            statements.append((f"INSERT INTO {table} ({cols}){overriding} VALUES ({marks})",
+                               [value(f.name, f.value) for f in fields]))
     return statements
 
 
