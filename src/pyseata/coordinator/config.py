@@ -19,6 +19,9 @@ class CoordinatorConfig:
     worker_id: int | None = None  # id generator worker (0..1023); set it per node with several TCs
     default_timeout_ms: int = 60_000  # for a begin that asks for no (or a non-positive) timeout
     branch_request_timeout: float = 15.0  # TC -> RM BranchCommit/BranchRollback (Seata: 15 s)
+    # An RM that let a branch request time out gets no more for this long (then one probe), so a
+    # hung RM cannot tie up phase two for everyone else (Seata waits 15 s per branch). 0: off.
+    unresponsive_rm_cooldown: float = 5.0
     # Recovery (Seata retries every second forever; we back off and can give up, loudly).
     retry_period: float = 1.0  # how often the recovery loops scan
     retry_backoff_max: float = 30.0  # cap of the per-transaction exponential backoff

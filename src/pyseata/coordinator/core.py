@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from pyseata.coordinator import lifecycle
 from pyseata.coordinator.alerts import Alerter
+from pyseata.coordinator.breaker import RmBreaker
 from pyseata.coordinator.config import CoordinatorConfig
 from pyseata.coordinator.ids import IdGenerator
 from pyseata.coordinator.lockkeys import parse_lock_key
@@ -93,6 +94,7 @@ class Coordinator:
         # for the memory store, which answers without ever suspending.
         self._parallel_reads = not isinstance(store, MemoryStore)
         self.alerter = Alerter(self.config.alert_webhook)
+        self.breaker = RmBreaker(self.config.unresponsive_rm_cooldown)
         self._locks = _XidLocks()
         self._in_flight: set[str] = set()  # xids whose phase two runs in this process now
         self._async_pending: set[str] = set()  # xids queued for (or being driven by) a worker
@@ -440,12 +442,29 @@ class Coordinator:
                       application_data=b.application_data)
         if self.sender is None:
             return retryable
+        rm = (b.resource_id, b.client_id)
+        if not self.breaker.allow(rm):
+            log.debug("xid=%s branch %d %s held back: its RM %s did not answer lately", g.xid, b.branch_id,
+                      cls.__name__, b.client_id)
+            return retryable
         try:
             response = await self.sender(b.resource_id, b.client_id, b.branch_type, request,
                                          self.config.branch_request_timeout)
-        except (OSError, TimeoutError, PyseataError) as exc:
+        except TimeoutError:
+            if self.breaker.timed_out(rm):
+                log.warning("xid=%s branch %d %s: RM %s (resource %r) did not answer in %.1f s; its other "
+                            "branches wait %.1f s before one probe, so phase two of other RMs goes on",
+                            g.xid, b.branch_id, cls.__name__, b.client_id, b.resource_id,
+                            self.config.branch_request_timeout, self.breaker.cooldown)
+            else:
+                log.warning("xid=%s branch %d %s not delivered: RM %s did not answer in %.1f s", g.xid,
+                            b.branch_id, cls.__name__, b.client_id, self.config.branch_request_timeout)
+            return retryable
+        except (OSError, PyseataError) as exc:
+            self.breaker.answered(rm)
             log.warning("xid=%s branch %d %s not delivered: %s", g.xid, b.branch_id, cls.__name__, exc)
             return retryable
+        self.breaker.answered(rm)
         if not isinstance(response, m.AbstractBranchEndResponse):
             return retryable
         status = response.branch_status
