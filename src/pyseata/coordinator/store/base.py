@@ -15,9 +15,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from enum import Enum
 from types import TracebackType
-from typing import ClassVar, Final, Literal, Self
+from typing import ClassVar, Final, Literal, Self, TypeAlias
 
-from pyseata.coordinator.lockkeys import RowKey
+from pyseata.coordinator.lockkeys import RowKey, normalize_row_keys
 from pyseata.coordinator.model import BranchTransaction, GlobalTransaction, RowLock
 from pyseata.errors import PyseataError
 from pyseata.protocol.enums import BranchStatus, GlobalStatus
@@ -29,6 +29,7 @@ __all__ = [
     "DuplicateKeyError",
     "ExpectedStatus",
     "KeepType",
+    "LockChange",
     "MicroClock",
     "RegisterOutcome",
     "SessionStore",
@@ -82,6 +83,9 @@ KEEP: Final = KeepType.KEEP
 
 ExpectedStatus = GlobalStatus | frozenset[GlobalStatus] | None
 
+#: What a successful ``change_global_status`` does to the xid's row locks.
+LockChange: TypeAlias = Literal["keep", "release", "mark"]
+
 # distributed_lock rows Seata's scripts insert up front; other task keys appear on first use.
 SEEDED_TASK_LOCKS: Final = ("AsyncCommitting", "RetryCommitting", "RetryRollbacking", "TxTimeoutCheck")
 # The lock_value of a free task lock, as Seata writes it.
@@ -126,7 +130,11 @@ class MicroClock:
 
 
 class SessionStore(ABC):
-    """The TC's persistent state behind one async interface. Every method is atomic."""
+    """The TC's persistent state behind one async interface. Every method is atomic.
+
+    Where a method first checks or converts its arguments the same way in every store
+    (``change_global_status``, ``register_branch``), it does so here and a store implements the
+    underscored method it then calls."""
 
     #: Whether acknowledged writes survive a crash of the process (and a reopen of the URL).
     durable: ClassVar[bool] = False
@@ -144,7 +152,6 @@ class SessionStore(ABC):
     async def get_global(self, xid: str) -> GlobalTransaction | None:
         """The global transaction, or None."""
 
-    @abstractmethod
     async def change_global_status(
         self,
         xid: str,
@@ -160,6 +167,15 @@ class SessionStore(ABC):
         On success, in the same atomic step: ``release_locks`` deletes every row lock of the xid
         (the commit decision); ``mark_locks_rollbacking`` sets them to status 1 (rollback start).
         """
+        check_lock_flags(release_locks, mark_locks_rollbacking)
+        locks: LockChange = "release" if release_locks else "mark" if mark_locks_rollbacking else "keep"
+        return await self._set_global_status(xid, new, expected, locks)
+
+    @abstractmethod
+    async def _set_global_status(
+        self, xid: str, new: GlobalStatus, expected: ExpectedStatus, locks: LockChange
+    ) -> bool:
+        """:meth:`change_global_status`, its lock flags checked and made one value."""
 
     @abstractmethod
     async def remove_global(self, xid: str) -> None:
@@ -182,7 +198,6 @@ class SessionStore(ABC):
 
     # branches
 
-    @abstractmethod
     async def register_branch(
         self,
         branch: BranchTransaction,
@@ -201,6 +216,14 @@ class SessionStore(ABC):
         as Seata does: any existing row, even the same xid's, is LOCK_CONFLICT, never fail-fast.
         Raises DuplicateKeyError when the branch id exists.
         """
+        keys = normalize_row_keys(row_keys)  # malformed keys fail here, before anything is done
+        return await self._register_branch_keys(branch, keys, skip_check, fail_fast_on_rollbacking)
+
+    @abstractmethod
+    async def _register_branch_keys(
+        self, branch: BranchTransaction, keys: list[RowKey], skip_check: bool, fail_fast: bool
+    ) -> RegisterOutcome:
+        """:meth:`register_branch`, its row keys parsed and without duplicates."""
 
     @abstractmethod
     async def get_branches(self, xid: str) -> list[BranchTransaction]:

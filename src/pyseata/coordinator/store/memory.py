@@ -24,11 +24,11 @@ from pyseata.coordinator.store.base import (
     DuplicateKeyError,
     ExpectedStatus,
     KeepType,
+    LockChange,
     MicroClock,
     RegisterOutcome,
     SessionStore,
     StoreClosedError,
-    check_lock_flags,
     expected_statuses,
 )
 from pyseata.protocol.enums import BranchStatus, GlobalStatus
@@ -82,17 +82,10 @@ class MemoryStore(SessionStore):
         self._check_open()
         return self._globals.get(xid)
 
-    async def change_global_status(
-        self,
-        xid: str,
-        new: GlobalStatus,
-        *,
-        expected: ExpectedStatus = None,
-        release_locks: bool = False,
-        mark_locks_rollbacking: bool = False,
+    async def _set_global_status(
+        self, xid: str, new: GlobalStatus, expected: ExpectedStatus, locks: LockChange
     ) -> bool:
         self._check_open()
-        check_lock_flags(release_locks, mark_locks_rollbacking)
         g = self._globals.get(xid)
         allowed = expected_statuses(expected)
         if g is None or (allowed is not None and g.status not in allowed):
@@ -101,12 +94,12 @@ class MemoryStore(SessionStore):
         del self._by_status[g.status][xid]
         self._by_status[new][xid] = None
         self._globals[xid] = replace(g, status=new, gmt_modified=stamp)
-        if release_locks:
+        if locks == "release":
             self._drop_locks(xid)
-        elif mark_locks_rollbacking:
-            locks = self._locks
+        elif locks == "mark":
+            held = self._locks
             for key in self._xid_locks.get(xid, ()):
-                locks[key] = replace(locks[key], status=LockStatus.Rollbacking, gmt_modified=stamp)
+                held[key] = replace(held[key], status=LockStatus.Rollbacking, gmt_modified=stamp)
         return True
 
     async def remove_global(self, xid: str) -> None:
@@ -137,13 +130,8 @@ class MemoryStore(SessionStore):
 
     # branches
 
-    async def register_branch(
-        self,
-        branch: BranchTransaction,
-        row_keys: Sequence[str | RowKey] = (),
-        *,
-        skip_check: bool = False,
-        fail_fast_on_rollbacking: bool = False,
+    async def _register_branch_keys(
+        self, branch: BranchTransaction, keys: list[RowKey], skip_check: bool, fail_fast: bool
     ) -> RegisterOutcome:
         self._check_open()
         xid = branch.xid
@@ -152,13 +140,12 @@ class MemoryStore(SessionStore):
             return RegisterOutcome.GLOBAL_NOT_FOUND
         if g.status is not GlobalStatus.Begin:
             return RegisterOutcome.GLOBAL_NOT_ACTIVE
-        keys = normalize_row_keys(row_keys)
         if skip_check:
             to_take = keys
             if any(k.key in self._locks for k in keys):
                 return RegisterOutcome.LOCK_CONFLICT
         else:
-            to_take, outcome = self._check_locks(xid, keys, fail_fast_on_rollbacking)
+            to_take, outcome = self._check_locks(xid, keys, fail_fast)
             if outcome is not RegisterOutcome.OK:
                 return outcome
         if branch.branch_id in self._branch_xid:

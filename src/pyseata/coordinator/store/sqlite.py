@@ -65,12 +65,12 @@ from pyseata.coordinator.store.base import (
     DuplicateKeyError,
     ExpectedStatus,
     KeepType,
+    LockChange,
     MicroClock,
     RegisterOutcome,
     SessionStore,
     StoreClosedError,
     StoreError,
-    check_lock_flags,
     expected_statuses,
 )
 from pyseata.coordinator.store.schema import GLOBAL_TABLE, LOCK_TABLE, ensure_sqlite_schema
@@ -520,19 +520,10 @@ class SqliteStore(SessionStore):
     async def get_global(self, xid: str) -> GlobalTransaction | None:
         return await self._read(_get_global, xid)
 
-    async def change_global_status(
-        self,
-        xid: str,
-        new: GlobalStatus,
-        *,
-        expected: ExpectedStatus = None,
-        release_locks: bool = False,
-        mark_locks_rollbacking: bool = False,
+    async def _set_global_status(
+        self, xid: str, new: GlobalStatus, expected: ExpectedStatus, locks: LockChange
     ) -> bool:
-        check_lock_flags(release_locks, mark_locks_rollbacking)
-        mask = _status_mask(expected)
-        locks: Final = "release" if release_locks else "mark" if mark_locks_rollbacking else "keep"
-        return await self._write(_change_global_status, xid, new, mask, locks)
+        return await self._write(_change_global_status, xid, new, _status_mask(expected), locks)
 
     async def remove_global(self, xid: str) -> None:
         await self._write(_remove_global, xid)
@@ -555,16 +546,10 @@ class SqliteStore(SessionStore):
 
     # branches
 
-    async def register_branch(
-        self,
-        branch: BranchTransaction,
-        row_keys: Sequence[str | RowKey] = (),
-        *,
-        skip_check: bool = False,
-        fail_fast_on_rollbacking: bool = False,
+    async def _register_branch_keys(
+        self, branch: BranchTransaction, keys: list[RowKey], skip_check: bool, fail_fast: bool
     ) -> RegisterOutcome:
-        keys = normalize_row_keys(row_keys)  # malformed keys fail here, before anything is queued
-        return await self._write(_register_branch, branch, keys, skip_check, fail_fast_on_rollbacking)
+        return await self._write(_register_branch, branch, keys, skip_check, fail_fast)
 
     async def get_branches(self, xid: str) -> list[BranchTransaction]:
         return await self._read(_get_branches, xid)
@@ -725,7 +710,7 @@ def _get_global(cur: _Cursor, xid: str) -> GlobalTransaction | None:
 
 
 def _change_global_status(
-    cur: _Cursor, xid: str, new: GlobalStatus, mask: int | None, locks: Literal["keep", "release", "mark"]
+    cur: _Cursor, xid: str, new: GlobalStatus, mask: int | None, locks: LockChange
 ) -> bool:
     stamp = cur.stamp()
     if mask is None:
