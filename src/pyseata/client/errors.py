@@ -18,6 +18,7 @@ re-raised after the rollback, with a note (PEP 678) if the rollback itself went 
 from __future__ import annotations
 
 from types import MappingProxyType
+from typing import TypeAlias
 
 from pyseata.errors import PyseataError, TransactionError
 from pyseata.protocol.enums import GlobalStatus
@@ -29,6 +30,7 @@ __all__ = [
     "ClientNotStartedError",
     "CommitFailedError",
     "CommitHeuristicError",
+    "OutcomeTable",
     "PropagationError",
     "RollbackFailedError",
     "RollbackedByTcError",
@@ -83,6 +85,9 @@ class RollbackFailedError(TransactionOutcomeError):
     """A branch could not be rolled back for good (AT: the data changed since): it waits for an operator."""
 
 
+#: status -> the error (class, message template) the answer calls for; None: what was asked for.
+OutcomeTable: TypeAlias = MappingProxyType[GlobalStatus, tuple[type[TransactionOutcomeError], str] | None]
+
 # --- answers to commit ------------------------------------------------------------------------
 
 _ROLLED_BACK = (
@@ -110,7 +115,7 @@ _UNEXPECTED = (
 
 # None: the commit decision stands (phase two may still be running: the TC finishes it).
 # Seata treats "others" as success; here every status has a row, so nothing is success by accident.
-COMMIT_OUTCOMES: MappingProxyType[GlobalStatus, tuple[type[TransactionOutcomeError], str] | None] = MappingProxyType(
+COMMIT_OUTCOMES: OutcomeTable = MappingProxyType(
     {
         G.Committed: None,
         G.AsyncCommitting: None,
@@ -148,7 +153,7 @@ _ROLLBACK_UNEXPECTED = (
 )
 
 # None: rolled back, or being rolled back by the TC's retry loop (Seata: RollbackDone / Rollbacking).
-ROLLBACK_OUTCOMES: MappingProxyType[GlobalStatus, tuple[type[TransactionOutcomeError], str] | None] = MappingProxyType(
+ROLLBACK_OUTCOMES: OutcomeTable = MappingProxyType(
     {
         G.Rollbacked: None,
         G.TimeoutRollbacked: None,
@@ -175,11 +180,7 @@ ROLLBACK_OUTCOMES: MappingProxyType[GlobalStatus, tuple[type[TransactionOutcomeE
 )
 
 
-def outcome_error(
-    table: MappingProxyType[GlobalStatus, tuple[type[TransactionOutcomeError], str] | None],
-    status: GlobalStatus,
-    xid: str,
-) -> TransactionOutcomeError | None:
+def outcome_error(table: OutcomeTable, status: GlobalStatus, xid: str) -> TransactionOutcomeError | None:
     """The error ``table`` prescribes for the TC's answer ``status``, or None when all is well."""
     row = table[status]
     if row is None:

@@ -54,6 +54,7 @@ from pyseata.client import context
 from pyseata.client.errors import (
     COMMIT_OUTCOMES,
     ROLLBACK_OUTCOMES,
+    OutcomeTable,
     PropagationError,
     TcUnreachableError,
     TimeoutRollbackedError,
@@ -226,21 +227,20 @@ class GlobalTransaction:
         if self.expired():
             raise await self._rollback_expired()
         status = await self._send(m.GlobalCommitRequest, "commit", self._runtime().config.commit_retry_count)
-        error = outcome_error(COMMIT_OUTCOMES, status, self.xid)
-        if error is not None:
-            log.warning("xid=%s commit answered %s", self.xid, status.name)
-            raise error
-        log.info("xid=%s committed (%s)", self.xid, status.name)
-        return status
+        return self._outcome(COMMIT_OUTCOMES, status, "commit", "committed", logging.WARNING)
 
     async def _rollback(self) -> GlobalStatus:
         self.ended = True
         status = await self._send(m.GlobalRollbackRequest, "roll back", self._runtime().config.rollback_retry_count)
-        error = outcome_error(ROLLBACK_OUTCOMES, status, self.xid)
+        return self._outcome(ROLLBACK_OUTCOMES, status, "rollback", "rolled back", logging.ERROR)
+
+    def _outcome(self, table: OutcomeTable, status: GlobalStatus, asked: str, done: str, level: int) -> GlobalStatus:
+        """``status`` when ``table`` says it is what was ``asked`` for; else logs it at ``level`` and raises."""
+        error = outcome_error(table, status, self.xid)
         if error is not None:
-            log.error("xid=%s rollback answered %s", self.xid, status.name)
+            log.log(level, "xid=%s %s answered %s", self.xid, asked, status.name)
             raise error
-        log.info("xid=%s rolled back (%s)", self.xid, status.name)
+        log.info("xid=%s %s (%s)", self.xid, done, status.name)
         return status
 
     async def _status(self) -> GlobalStatus:
