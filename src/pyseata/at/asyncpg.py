@@ -36,6 +36,7 @@ from pyseata.at.connection import ConnectionContext, current_lock_retry, savepoi
 from pyseata.at.dbapi import AsyncDriver, AsyncDriverOps, DriverOps, _ends_transaction
 from pyseata.at.dialects import Paramstyle
 from pyseata.at.executor import (
+    Batch,
     Commit,
     Env,
     Params,
@@ -257,8 +258,9 @@ class ATAsyncpgConnection:
         if not _covered():
             await self._raw.executemany(command, args, timeout=timeout)
             return
-        for one in args:
-            await self._statement(command, tuple(one))
+        sets = tuple(tuple(one) for one in args)
+        if sets:
+            await self._statement(command, Batch(sets))
 
     async def fetch(self, query: str, *args: Any, timeout: float | None = None) -> list[Any]:
         if not _covered():
@@ -336,11 +338,18 @@ class ATAsyncpgConnection:
 
     # --- one statement inside a global transaction (or global_lock) -----------------------------------------
 
-    async def _statement(self, sql: str, params: Sequence[Any]) -> Result:
+    async def _statement(self, sql: str, params: Sequence[Any] | Batch) -> Result:
         env, ctx = self._env, self._ctx
-        stmt = recognize_cached(sql, env.dialect.name, Paramstyle.DOLLAR if params else None)
+        first = params.sets[0] if isinstance(params, Batch) else params
+        stmt = recognize_cached(sql, env.dialect.name, Paramstyle.DOLLAR if first else None)
         driver = AsyncpgDriver(self._raw, self._transaction)
         if not stmt.intercepted:
+            if isinstance(params, Batch):
+                total = 0
+                for one in params.sets:
+                    result = await self._statement(sql, tuple(one))
+                    total += max(result.rowcount, 0)
+                return Result(None, None, total, None)
             if stmt.kind is Kind.OTHER and _ends_transaction(sql) and (ctx.active or self._transaction is not None):
                 raise ValueError("end a transaction() block to commit in a global transaction, not COMMIT / ROLLBACK")
             result = await driver.execute(sql, params)

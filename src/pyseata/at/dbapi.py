@@ -17,7 +17,10 @@ call straight to the driver: one context-variable read per ``execute``. Inside, 
 mode covers runs as the flows of :mod:`pyseata.at.executor` say; others (plain SELECT, DDL, SET)
 run as they are. A statement AT mode refuses raises :class:`~pyseata.at.errors.SQLNotSupportedError`
 and never runs. The cursor then serves the statement's own result (rows, ``rowcount``,
-``lastrowid``), without the columns pyseata added to a RETURNING clause.
+``lastrowid``), without the columns pyseata added to a RETURNING clause. ``executemany`` is one
+unit (on an autocommit connection: one local transaction, one branch): an UPDATE or DELETE batch
+reads one before image for all its parameter sets and records one undo item, an INSERT batch one
+undo item (:func:`pyseata.at.executor.statement_flow`); its result is the total row count.
 
 Savepoint statements (``SAVEPOINT``, ``ROLLBACK TO``, ``RELEASE``) run through a cursor keep the
 undo items in step; ``COMMIT`` and ``ROLLBACK`` run as SQL go through the proxy's own commit and
@@ -46,6 +49,7 @@ from pyseata.at.connection import ConnectionContext, current_lock_retry, savepoi
 from pyseata.at.dialects import Paramstyle
 from pyseata.at.errors import SQLNotSupportedError
 from pyseata.at.executor import (
+    Batch,
     Begin,
     Commit,
     Execute,
@@ -375,11 +379,17 @@ class ATCursor:
             self._result = None
             answer = self._raw.executemany(sql, seq_of_params)
             return self if self._conn._ops.execute_returns_cursor else answer
-        total = 0
-        for params in seq_of_params:
+        sets = tuple(seq_of_params)
+        if len({self._conn._ops.style_of(params) for params in sets} - {None}) == 1 and all(
+                params is not None for params in sets):
+            total = self._conn._statement(self._raw, sql, Batch(sets))  # type: ignore[arg-type]
+            assert total is not None
+            return self._serve(Result(None, None, total.rowcount, None))
+        count = 0  # no parameter sets, or sets of both kinds: one at a time
+        for params in sets:
             result = self._conn._statement(self._raw, sql, params)
-            total += max(result.rowcount if result is not None else self._raw.rowcount, 0)
-        return self._serve(Result(None, None, total, None))
+            count += max(result.rowcount if result is not None else self._raw.rowcount, 0)
+        return self._serve(Result(None, None, count, None))
 
     def _serve(self, result: Result | None) -> Any:
         self._result, self._pos = result, 0
@@ -548,12 +558,20 @@ class ATConnection:
 
     # --- one statement inside a global transaction (or global_lock) --------------------------------------
 
-    def _statement(self, raw_cursor: Any, sql: str, params: Params) -> Result | None:
-        """Runs ``sql`` covered by AT mode; None when it ran as it is on ``raw_cursor``."""
+    def _statement(self, raw_cursor: Any, sql: str, params: Params | Batch) -> Result | None:
+        """Runs ``sql`` covered by AT mode; None when it ran as it is on ``raw_cursor``. A
+        :class:`Batch` (``executemany``) runs as one unit and gives a result with its row count."""
         env, ctx, ops = self._env, self._ctx, self._ops
-        stmt = recognize_cached(sql, env.dialect.name, ops.style_of(params))
+        first = params.sets[0] if isinstance(params, Batch) else params
+        stmt = recognize_cached(sql, env.dialect.name, ops.style_of(first))
         if not stmt.intercepted:
-            return self._uncovered(raw_cursor, stmt.kind, sql, params)
+            if not isinstance(params, Batch):
+                return self._uncovered(raw_cursor, stmt.kind, sql, params)
+            total = 0
+            for one in params.sets:
+                result = self._uncovered(raw_cursor, stmt.kind, sql, one)
+                total += max(result.rowcount if result is not None else raw_cursor.rowcount, 0)
+            return Result(None, None, total, None)
         ctx.bind(get_xid(), requires_global_lock())
         policy = current_lock_retry(env.lock_retry)
         driver = SyncDriver(self._raw, ops, raw_cursor)
@@ -710,6 +728,23 @@ class AsyncATCursor:
             self._result = await self._conn._statement(self._raw, sql, params)
         return self
 
+    async def executemany(self, sql: str, seq_of_params: Sequence[Params]) -> None:
+        self._result, self._pos = None, 0
+        if get_xid() is None and not requires_global_lock():
+            await self._raw.executemany(sql, seq_of_params)
+            return
+        sets = tuple(seq_of_params)
+        if len({self._conn._ops.sync.style_of(params) for params in sets} - {None}) == 1 and all(
+                params is not None for params in sets):
+            total = await self._conn._statement(self._raw, sql, Batch(sets))  # type: ignore[arg-type]
+            self._result = Result(None, None, total.rowcount if total is not None else 0, None)
+            return
+        count = 0  # no parameter sets, or sets of both kinds: one at a time
+        for params in sets:
+            result = await self._conn._statement(self._raw, sql, params)
+            count += max(result.rowcount if result is not None else 0, 0)
+        self._result = Result(None, None, count, None)
+
     @property
     def description(self) -> Any:
         return self._result.description if self._result is not None else self._raw.description
@@ -789,11 +824,18 @@ class AsyncATConnection:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._raw, name)
 
-    async def _statement(self, raw_cursor: Any, sql: str, params: Params) -> Result | None:
+    async def _statement(self, raw_cursor: Any, sql: str, params: Params | Batch) -> Result | None:
         env, ctx, ops = self._env, self._ctx, self._ops
-        stmt = recognize_cached(sql, env.dialect.name, ops.sync.style_of(params))
+        first = params.sets[0] if isinstance(params, Batch) else params
+        stmt = recognize_cached(sql, env.dialect.name, ops.sync.style_of(first))
         driver = AsyncDriver(self._raw, ops, raw_cursor)
         if not stmt.intercepted:
+            if isinstance(params, Batch):
+                total = 0
+                for one in params.sets:
+                    result = await self._statement(raw_cursor, sql, one)
+                    total += max(result.rowcount if result is not None else 0, 0)
+                return Result(None, None, total, None)
             if stmt.kind is Kind.OTHER and ctx.active and _ends_transaction(sql):
                 raise ValueError("run COMMIT / ROLLBACK through the connection's commit() / rollback() in a "
                                  "global transaction")

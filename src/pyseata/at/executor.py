@@ -62,6 +62,8 @@ from pyseata.at.images import (
     Query,
     Row,
     TableRecords,
+    batch_before_image,
+    batchable,
     before_image,
     conflict_probe,
     insert_keys,
@@ -78,6 +80,7 @@ from pyseata.protocol.enums import BranchStatus
 from pyseata.protocol.enums import TransactionExceptionCode as Code
 
 __all__ = [
+    "Batch",
     "Begin",
     "Commit",
     "Env",
@@ -399,10 +402,29 @@ class _Call:
             self.ctx.add(SQLUndoLog(sql_type, self.meta.lock_name, before, after), lock)
 
 
-def statement_flow(env: Env, ctx: ConnectionContext, stmt: Statement, params: Params,
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The parameter sets of one ``executemany`` call, all of one style (sequences, or mappings)."""
+
+    sets: tuple[Sequence[Any] | Mapping[str, Any], ...]
+
+
+# Parameter sets per batched before image (their WHERE clauses OR-ed together), and at most this many
+# parameters in one such query.
+BATCH_SETS = 500
+BATCH_PARAMS = 5000
+
+
+def statement_flow(env: Env, ctx: ConnectionContext, stmt: Statement, params: Params | Batch,
                    policy: LockRetry | None = None) -> Flow[Result]:
-    """One intercepted statement inside an open local transaction; its result for the caller."""
+    """One intercepted statement inside an open local transaction; its result for the caller.
+
+    ``params`` a :class:`Batch`: the statement once per parameter set, as one unit (see
+    :func:`_batch`); the result carries the total row count only."""
     assert stmt.table is not None and stmt.kind.intercepted
+    if isinstance(params, Batch):
+        total: Result = yield from _batch(env, ctx, stmt, params, policy)
+        return total
     meta = yield from table_meta(env, stmt.table)
     call = _Call(env, ctx, stmt, meta, params, policy or env.lock_retry)
     try:
@@ -414,7 +436,99 @@ def statement_flow(env: Env, ctx: ConnectionContext, stmt: Statement, params: Pa
     return result
 
 
-def explicit_flow(env: Env, ctx: ConnectionContext, stmt: Statement, params: Params,
+def _batch(env: Env, ctx: ConnectionContext, stmt: Statement, batch: Batch,
+           policy: LockRetry | None) -> Flow[Result]:
+    """``executemany``: an UPDATE or DELETE that :func:`~pyseata.at.images.batchable` allows reads one
+    before image for all its parameter sets (in chunks), runs the statement per set, reads one after
+    image, and records one undo item per chunk; anything else runs per set, and the INSERT items of
+    the batch are then joined into one. Either way the batch is one unit of the local transaction."""
+    assert stmt.table is not None
+    if not (batchable(stmt) and batch.sets):
+        total = 0
+        marks = len(ctx.undo_items), len(ctx.lock_images)
+        for params in batch.sets:
+            result: Result = yield from statement_flow(env, ctx, stmt, params, policy)
+            total += max(result.rowcount, 0)
+        _join_inserts(ctx, *marks)
+        return Result(None, None, total, None)
+    meta = yield from table_meta(env, stmt.table)
+    where = stmt.where
+    refs = len(where.placeholders) if where is not None else 0
+    size = max(1, min(BATCH_SETS, BATCH_PARAMS // refs)) if refs else len(batch.sets)
+    total = 0
+    for begin in range(0, len(batch.sets), size):
+        chunk = batch.sets[begin : begin + size]
+        call = _Call(env, ctx, stmt, meta, None, policy or env.lock_retry)
+        try:
+            total += yield from _batch_chunk(call, chunk, refs > 0)
+        except BaseException as exc:
+            if call.sent:
+                ctx.break_(f"{type(exc).__name__} after the statement ran: {exc}")
+            raise
+    return Result(None, None, total, None)
+
+
+def _batch_chunk(c: _Call, chunk: Sequence[Sequence[Any] | Mapping[str, Any]], per_set: bool) -> Flow[int]:
+    sets = len(chunk) if per_set else 1
+    query = c.env.plans.get(f"batch {sets}", c.stmt, c.meta,
+                            lambda: batch_before_image(c.stmt, c.meta, c.env.style, sets))
+    found: Result = yield Execute(query.sql, query.bind(chunk if per_set else chunk[:1]))
+    before = c.shape.records(found.rows or [])
+    total = 0
+    if c.stmt.kind is Kind.DELETE:
+        for params in chunk:
+            c.params = params
+            result = yield from c.business()
+            total += len(result.rows or []) if c.stmt.returning is not None and result.rowcount < 0 else result.rowcount
+        if total != len(before):
+            raise c.mismatch(f"its {len(chunk)} parameter sets deleted {total} row(s), the before image holds "
+                             f"{len(before)}")
+        c.record(SqlType.DELETE, before, TableRecords.empty(c.meta), before)
+        return total
+    if c.env.dialect.update_returning and c.returns_stored:
+        latest: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        positions = [c.meta.column_names.index(pk) for pk in c.meta.primary_key]
+        for params in chunk:
+            c.params = params
+            mine, result = yield from c.returning(c.meta.column_names)
+            total += max(result.rowcount, 0)
+            for row in mine:  # a later set may change a row again: its last version is the after image
+                latest[tuple(row[i] for i in positions)] = row
+        after = c.shape.records(list(latest.values()))
+        extra = _keys(after) - _keys(before)
+        if extra:
+            raise c.mismatch(f"it updated {len(extra)} row(s) the before image did not hold")
+        before = _only(before, _keys(after))
+    else:
+        for params in chunk:
+            c.params = params
+            result = yield from c.business()
+            if result.rowcount > len(before):
+                raise c.mismatch(f"it updated {result.rowcount} row(s), the before image holds {len(before)}")
+            total += max(result.rowcount, 0)
+        after = yield from c.by_keys(before.primary_keys())
+    c.record(SqlType.UPDATE, before, after, after)
+    return total
+
+
+def _join_inserts(ctx: ConnectionContext, mark: int, lock_mark: int) -> None:
+    """The INSERT undo items recorded since ``mark`` as one item (and one lock image), when they are
+    all INSERTs into one table: their rows are distinct (a key inserted twice would have failed)."""
+    items = ctx.undo_items[mark:]
+    if len(items) < 2 or any(i.sql_type is not SqlType.INSERT or i.table_name != items[0].table_name
+                             for i in items):
+        return
+    images = [i.after_image for i in items if i.after_image is not None]
+    if len(images) != len(items) or len(ctx.lock_images) - lock_mark != len(items):
+        return
+    first = images[0]
+    after = TableRecords(first.table_name, first.primary_key, tuple(r for image in images for r in image.rows))
+    del ctx.undo_items[mark:]
+    del ctx.lock_images[lock_mark:]
+    ctx.add(SQLUndoLog(SqlType.INSERT, items[0].table_name, items[0].before_image, after), after)
+
+
+def explicit_flow(env: Env, ctx: ConnectionContext, stmt: Statement, params: Params | Batch,
                   policy: LockRetry | None = None) -> Flow[Result]:
     """A statement in a local transaction the caller commits (autocommit off)."""
     yield Begin()
@@ -422,7 +536,7 @@ def explicit_flow(env: Env, ctx: ConnectionContext, stmt: Statement, params: Par
     return result
 
 
-def autocommit_flow(env: Env, ctx: ConnectionContext, stmt: Statement, params: Params,
+def autocommit_flow(env: Env, ctx: ConnectionContext, stmt: Statement, params: Params | Batch,
                     policy: LockRetry | None = None) -> Flow[Result]:
     """A statement on an autocommit connection: pyseata opens the local transaction, runs the
     statement and commits; on a lock conflict it rolls back (freeing the rows), waits and runs

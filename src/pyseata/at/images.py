@@ -23,6 +23,7 @@ check prints before a rollback gives up.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
@@ -38,6 +39,7 @@ from pyseata.at.recognizer import Fragment, InsertValue, Kind, Statement, ValueK
 
 __all__ = [
     "MISSING",
+    "BatchQuery",
     "ColumnDiff",
     "Field",
     "KeySource",
@@ -46,6 +48,8 @@ __all__ = [
     "Row",
     "RowDiff",
     "TableRecords",
+    "batch_before_image",
+    "batchable",
     "before_image",
     "check",
     "conflict_probe",
@@ -415,6 +419,69 @@ def before_image(stmt: Statement, meta: TableMeta) -> Query | None:
     if stmt.kind is Kind.INSERT:
         return None
     raise ValueError(f"{stmt.kind} statements have no images")
+
+
+def batchable(stmt: Statement) -> bool:
+    """Whether one before image can serve every parameter set of an ``executemany``: an UPDATE or
+    DELETE whose WHERE reads only the row itself (no subquery, which could see rows an earlier set
+    changed) and which has no ORDER BY / LIMIT. A row an earlier set did not change still matches
+    a later set's WHERE exactly when it did at the start, so the union of every set's matches,
+    read before any set runs, holds every row the batch changes."""
+    if stmt.kind not in (Kind.UPDATE, Kind.DELETE) or stmt.order_by is not None or stmt.limit is not None:
+        return False
+    return stmt.where is None or _SELECT.search(stmt.where.sql) is None
+
+
+_SELECT = re.compile(r"\bSELECT\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchQuery:
+    """The before image of ``sets`` parameter sets of a :func:`batchable` statement: its WHERE once
+    per set, joined by OR, in the driver's positional ``style``; ``refs`` are the parameters each
+    set gives, in order."""
+
+    sql: str
+    refs: tuple[int | str, ...]
+
+    def bind(self, sets: Sequence[Sequence[Any] | Mapping[str, Any]]) -> list[Any]:
+        out: list[Any] = []
+        for params in sets:
+            if isinstance(params, Mapping):
+                out.extend(params[str(ref)] for ref in self.refs)
+            else:
+                out.extend(params[int(ref)] for ref in self.refs)
+        return out
+
+
+def batch_before_image(stmt: Statement, meta: TableMeta, style: Paramstyle, sets: int) -> BatchQuery:
+    """The locked query for the rows any of ``sets`` parameter sets would change (see :func:`batchable`)."""
+    check(stmt, meta)
+    assert stmt.table is not None and batchable(stmt)
+    d = stmt.dialect
+    percent = style.percent
+
+    def raw(text: str) -> str:
+        return text.replace("%", "%%") if percent else text
+
+    parts = [raw(f"SELECT {_columns_sql(meta)} FROM {stmt.table.sql(d)}")]
+    where = stmt.where
+    refs: list[int | str] = [p.key for p in where.placeholders] if where is not None else []
+    if where is not None:
+        parts.append(" WHERE ")
+        marks = 0
+        for i in range(sets):
+            parts.append(" OR (" if i else "(")
+            pos = 0
+            for p in where.placeholders:
+                parts.append(where.sql[pos : p.start - where.start])
+                parts.append(style.render(marks))
+                marks += 1
+                pos = p.end - where.start
+            parts.append(where.sql[pos:])
+            parts.append(")")
+    parts.append(raw(d.for_update))
+    return BatchQuery("".join(parts), tuple(refs))
 
 
 def _row_columns(stmt: Statement, meta: TableMeta, width: int) -> tuple[str, ...]:
