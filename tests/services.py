@@ -1,20 +1,35 @@
 """What the database-backed test suites share: where the servers are, fresh namespaces on them,
-and a TC running in this process on its own loop thread."""
+a TC running in this process on its own loop thread, and the client runtime against it."""
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from conftest import missing
+from pyseata.client.rm import DEFAULT_REGISTRY, Resource
 from pyseata.coordinator.app import TransactionCoordinator
 from pyseata.coordinator.settings import ServerSettings
 from pyseata.rpc.loop_thread import LoopThread
 
-__all__ = ["MYSQL", "PG_DSN", "admin", "create_namespace", "drop_namespace", "tc_on_thread"]
+__all__ = [
+    "MYSQL",
+    "PG_DSN",
+    "admin",
+    "client_settings",
+    "create_namespace",
+    "drop_namespace",
+    "forgetting_resources",
+    "made_per_test",
+    "tc_on_thread",
+    "wait_until",
+]
+
+T = TypeVar("T")
 
 PG_DSN = os.environ.get("PYSEATA_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3")
 MYSQL: dict[str, Any] = {
@@ -73,3 +88,47 @@ def tc_on_thread(name: str) -> Iterator[tuple[TransactionCoordinator, LoopThread
         thread.run(coordinator.stop())
     finally:
         thread.stop()
+
+
+def made_per_test(make: Callable[[str], T], drop: Callable[[T], None]) -> Iterator[Callable[[str], T]]:
+    """The body of a ``make_db``-style fixture (``yield from`` it): yields ``make`` (a kind -> a
+    fresh namespace), then drops every namespace it made once the test is over."""
+    made: list[T] = []
+
+    def make_one(kind: str) -> T:
+        made.append(make(kind))
+        return made[-1]
+
+    yield make_one
+    for item in made:
+        drop(item)
+
+
+def client_settings(application_id: str, address: str, /, **overrides: Any) -> dict[str, Any]:
+    """``pyseata.client.init`` settings against a test TC: quick retries, a generous timeout;
+    ``overrides`` win (``application_id`` too)."""
+    settings: dict[str, Any] = {"application_id": application_id, "grouplist": address, "tm_request_timeout": 10.0,
+                                "retry_interval": 0.05}  # fmt: skip
+    settings.update(overrides)
+    return settings
+
+
+@contextmanager
+def forgetting_resources(close: Callable[[Resource], object] = lambda resource: None) -> Iterator[None]:
+    """Resources declared in the block do not outlive it (every later ``init`` would register
+    them): each is ``close``d, then taken out of the process's registry."""
+    before = {id(r) for r in DEFAULT_REGISTRY.resources()}
+    yield
+    for resource in DEFAULT_REGISTRY.resources():
+        if id(resource) not in before:
+            close(resource)
+            DEFAULT_REGISTRY.remove(resource.branch_type, resource.resource_id)
+
+
+def wait_until(check: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+    """Blocks until ``check()`` is true; fails the test with ``what`` when it is not after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout} s: {what}")
+        time.sleep(0.02)

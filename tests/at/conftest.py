@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from pyseata.at.dialects import Dialect, Paramstyle, get_dialect
-from services import MYSQL, PG_DSN, create_namespace, drop_namespace
+from services import MYSQL, PG_DSN, create_namespace, drop_namespace, made_per_test
 
 KINDS = ("sqlite", "postgres", "mariadb")
 
@@ -96,15 +96,7 @@ def close_db(db: Db) -> None:
 @pytest.fixture
 def make_db(tmp_path: Path) -> Iterator[Callable[[str], Db]]:
     """Opens fresh databases of a kind for one test; drops them after it."""
-    opened: list[Db] = []
-
-    def make(kind: str) -> Db:
-        opened.append(open_db(kind, tmp_path))
-        return opened[-1]
-
-    yield make
-    for db in opened:
-        close_db(db)
+    yield from made_per_test(lambda kind: open_db(kind, tmp_path), close_db)
 
 
 @pytest.fixture(params=KINDS)

@@ -13,9 +13,9 @@ import pyseata.client as seata
 from pyseata.at.asyncpg import ATAsyncpgConnection, connect_asyncpg
 
 from . import test_executor_support as support
-from .test_executor_support import create_accounts, data_source, undo_rows, wait_until
+from .test_executor_support import RollMeBackError, data_source, undo_rows, wait_until
 
-tc, runtime, _forget_resources = support.tc, support.runtime, support._forget_resources  # fixtures
+tc, runtime, _forget_resources, pg = support.tc, support.runtime, support._forget_resources, support.pg  # fixtures
 
 asyncpg: Any
 try:
@@ -30,19 +30,6 @@ def _asyncpg_installed() -> None:
         from conftest import missing  # tests/conftest.py: skip, or fail in CI
 
         missing("asyncpg is not installed (pip install asyncpg)")
-
-
-class RollMeBackError(Exception):
-    pass
-
-
-@pytest.fixture
-def pg(make_db: Any) -> Any:
-    db = make_db("postgres")
-    create_accounts(db)
-    for i in (1, 2):
-        db.run("INSERT INTO account VALUES (%s, %s, %s)", (i, f"o{i}", 100))
-    return db
 
 
 async def _connect(pg: Any, **options: Any) -> ATAsyncpgConnection:

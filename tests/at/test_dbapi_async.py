@@ -12,22 +12,9 @@ from pyseata.at import aconnect
 
 from . import test_executor_support as support
 from .conftest import PG_DSN
-from .test_executor_support import create_accounts, data_source, undo_rows, wait_until
+from .test_executor_support import RollMeBackError, data_source, undo_rows, wait_until
 
-tc, runtime, _forget_resources = support.tc, support.runtime, support._forget_resources  # fixtures
-
-
-class RollMeBackError(Exception):
-    pass
-
-
-@pytest.fixture
-def pg(make_db: Any) -> Any:
-    db = make_db("postgres")
-    create_accounts(db)
-    for i in (1, 2):
-        db.run("INSERT INTO account VALUES (%s, %s, %s)", (i, f"o{i}", 100))
-    return db
+tc, runtime, _forget_resources, pg = support.tc, support.runtime, support._forget_resources, support.pg  # fixtures
 
 
 async def test_async_connection_commit_and_rollback(pg: Any, runtime: seata.ClientRuntime) -> None:

@@ -7,7 +7,6 @@ Modules import the fixtures they use from here (``from .test_executor_support im
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,10 +14,10 @@ from typing import Any
 import pytest
 
 import pyseata.client as seata
+import services
 from pyseata.at import DataSource, LockRetry
-from pyseata.client.rm import DEFAULT_REGISTRY
 from pyseata.protocol.enums import GlobalStatus
-from services import MYSQL, PG_DSN, tc_on_thread
+from services import MYSQL, PG_DSN, forgetting_resources, tc_on_thread
 
 from .conftest import Db
 
@@ -52,10 +51,7 @@ def tc() -> Iterator[RunningTc]:
 
 
 def client_settings(address: str, **overrides: Any) -> dict[str, Any]:
-    settings: dict[str, Any] = {"application_id": "at-tests", "grouplist": address, "tm_request_timeout": 10.0,
-                                "retry_interval": 0.05}
-    settings.update(overrides)
-    return settings
+    return services.client_settings("at-tests", address, **overrides)
 
 
 @pytest.fixture
@@ -68,21 +64,11 @@ def runtime(tc: RunningTc) -> Iterator[seata.ClientRuntime]:
 @pytest.fixture(autouse=True)
 def _forget_resources() -> Iterator[None]:
     """Data sources a test declared do not outlive it."""
-    before = {id(r) for r in DEFAULT_REGISTRY.resources()}
-    yield
-    for resource in DEFAULT_REGISTRY.resources():
-        if id(resource) not in before:
-            if isinstance(resource, DataSource):
-                resource.close()
-            DEFAULT_REGISTRY.remove(resource.branch_type, resource.resource_id)
+    with forgetting_resources(lambda resource: resource.close() if isinstance(resource, DataSource) else None):
+        yield
 
 
-def wait_until(check: Callable[[], object], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout} s: {what}")
-        time.sleep(0.02)
+wait_until = services.wait_until  # the test modules import it from here
 
 
 # --- databases as AT resources --------------------------------------------------------------------------
@@ -119,3 +105,17 @@ def create_accounts(db: Db, table: str = "account") -> None:
 
 def undo_rows(db: Db) -> int:
     return int(db.run("SELECT COUNT(*) FROM undo_log")[0][0])
+
+
+@pytest.fixture
+def pg(make_db: Callable[[str], Db]) -> Db:
+    """A fresh PostgreSQL namespace with the account table, accounts 1 and 2 holding 100 each."""
+    db = make_db("postgres")
+    create_accounts(db)
+    for i in (1, 2):
+        db.run("INSERT INTO account VALUES (%s, %s, %s)", (i, f"o{i}", 100))
+    return db
+
+
+class RollMeBackError(Exception):
+    """Raised inside a global transaction to roll it back."""

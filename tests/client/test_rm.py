@@ -18,6 +18,7 @@ from pyseata.client.rm import BranchError, BranchRequest, LockConflictError, Pha
 from pyseata.protocol import messages as m
 from pyseata.protocol.enums import BranchStatus, BranchType, GlobalStatus
 from pyseata.protocol.enums import TransactionExceptionCode as Code
+from services import wait_until
 
 from .conftest import client_config
 
@@ -83,14 +84,6 @@ def declare(runtime: seata.ClientRuntime) -> Iterator[Callable[[FakeResource], F
 
 def name(prefix: str = "rm-test") -> str:
     return f"{prefix}-{next(_names)}-{time.monotonic_ns()}"
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout} s: {what}")
-        time.sleep(0.01)
 
 
 def register(resource: FakeResource, xid: str, data: str | None = None, lock_key: str | None = None) -> int:

@@ -36,9 +36,9 @@ from typing import Any
 import pytest
 
 import pyseata.client as seata
-from pyseata.client.rm import DEFAULT_REGISTRY
+import services
 from pyseata.tcc import BusinessActionContext, Fence, TccAction, action_context
-from services import MYSQL, PG_DSN, create_namespace, drop_namespace, tc_on_thread
+from services import MYSQL, PG_DSN, create_namespace, drop_namespace, forgetting_resources, made_per_test, tc_on_thread
 
 TESTS = Path(__file__).resolve().parents[1]
 SRC = TESTS.parent / "src"
@@ -118,15 +118,7 @@ def drop_database(db: Database) -> None:
 @pytest.fixture
 def make_db(tmp_path: Path) -> Iterator[Callable[[str], Database]]:
     """Creates fresh databases of a kind for one test; drops them after it."""
-    made: list[Database] = []
-
-    def make(kind: str) -> Database:
-        made.append(create_database(kind, tmp_path))
-        return made[-1]
-
-    yield make
-    for db in made:
-        drop_database(db)
+    yield from made_per_test(lambda kind: create_database(kind, tmp_path), drop_database)
 
 
 @pytest.fixture(params=KINDS)
@@ -260,10 +252,7 @@ def tc_address() -> Iterator[str]:
 
 
 def client_settings(address: str, **overrides: Any) -> dict[str, Any]:
-    settings: dict[str, Any] = {"application_id": "tcc-tests", "grouplist": address, "tm_request_timeout": 10.0,
-                                "retry_interval": 0.05}  # fmt: skip
-    settings.update(overrides)
-    return settings
+    return services.client_settings("tcc-tests", address, **overrides)
 
 
 @pytest.fixture
@@ -275,20 +264,9 @@ def runtime(tc_address: str) -> Iterator[seata.ClientRuntime]:
 
 @pytest.fixture(autouse=True)
 def _forget_resources() -> Iterator[None]:
-    """Resources a test declared do not outlive it (every later init would register them)."""
-    before = {id(r) for r in DEFAULT_REGISTRY.resources()}
-    yield
-    for resource in DEFAULT_REGISTRY.resources():
-        if id(resource) not in before:
-            DEFAULT_REGISTRY.remove(resource.branch_type, resource.resource_id)
-
-
-def wait_until(check: Callable[[], object], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout} s: {what}")
-        time.sleep(0.02)
+    """Resources a test declared do not outlive it."""
+    with forgetting_resources():
+        yield
 
 
 # --- processes ------------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ from pyseata import tcc
 from pyseata.client.rm import BranchRequest
 from pyseata.protocol.enums import BranchType, GlobalStatus
 from pyseata.tcc import BusinessActionContext, FenceStatus, TryRefusedError
+from services import wait_until
 
-from .conftest import Bank, Database, InsufficientFundsError, Knobs, account_action, wait_until
+from .conftest import Bank, Database, InsufficientFundsError, Knobs, account_action
 
 pytestmark = pytest.mark.usefixtures("runtime")
 S = FenceStatus

@@ -19,8 +19,9 @@ from pyseata.tcc import (
     FenceStatus,
     TryRefusedError,
 )
+from services import wait_until
 
-from .conftest import Bank, Database, InsufficientFundsError, wait_until
+from .conftest import Bank, Database, InsufficientFundsError
 
 S = FenceStatus
 ACTION = "account"

@@ -21,6 +21,7 @@ import pytest
 import pyseata.client as seata
 from pyseata.protocol.enums import GlobalStatus
 from pyseata.tcc import FenceStatus
+from services import wait_until
 
 from .conftest import (
     Bank,
@@ -31,7 +32,6 @@ from .conftest import (
     create_database,
     drop_database,
     http_session,
-    wait_until,
 )
 
 S = FenceStatus
