@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import uvicorn
@@ -114,21 +114,17 @@ class PooledWSGIServer(BaseWSGIServer):
         self.pool.shutdown(wait=True)
 
 
-class WsgiThread:
-    """Serves a WSGI ``app`` with werkzeug on a daemon thread until :meth:`stop`."""
+class ServerThread:
+    """Serves a socketserver-style ``server`` (``serve_forever``/``shutdown``) on a daemon thread
+    until :meth:`stop`."""
 
-    def __init__(self, app: Any, *, threaded: bool = False, workers: int = 0) -> None:
-        if workers:
-            self.server: BaseWSGIServer = PooledWSGIServer(app, workers)
-        elif threaded:
-            self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        else:
-            self.server = make_server("127.0.0.1", 0, app, request_handler=_Http10Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       name="test-wsgi", daemon=True)  # fmt: skip
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
+    def __init__(self, server: Any, name: str) -> None:
+        self.server = server
+        self.thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       name=name, daemon=True)  # fmt: skip
+        self.url = f"http://127.0.0.1:{server.server_port}"
 
-    def start(self) -> WsgiThread:
+    def start(self) -> Self:
         self.thread.start()
         return self
 
@@ -136,7 +132,21 @@ class WsgiThread:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(START_TIMEOUT)
-        assert not self.thread.is_alive(), "the WSGI server did not stop"
+        assert not self.thread.is_alive(), f"the server of {self.thread.name} did not stop"
+
+
+class WsgiThread(ServerThread):
+    """Serves a WSGI ``app`` with werkzeug on a daemon thread until :meth:`stop`."""
+
+    def __init__(self, app: Any, *, threaded: bool = False, workers: int = 0) -> None:
+        server: BaseWSGIServer
+        if workers:
+            server = PooledWSGIServer(app, workers)
+        elif threaded:
+            server = make_server("127.0.0.1", 0, app, threaded=True)
+        else:
+            server = make_server("127.0.0.1", 0, app, request_handler=_Http10Handler)
+        super().__init__(server, "test-wsgi")
 
 
 # --- a header echo --------------------------------------------------------------------------------
@@ -166,22 +176,11 @@ class _EchoHandler(BaseHTTPRequestHandler):
         pass
 
 
-class EchoServer:
+class EchoServer(ServerThread):
     def __init__(self) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       name="test-echo", daemon=True)  # fmt: skip
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-
-    def start(self) -> EchoServer:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(START_TIMEOUT)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
+        server.daemon_threads = True
+        super().__init__(server, "test-echo")
 
 
 @pytest.fixture(scope="session")
