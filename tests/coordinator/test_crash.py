@@ -133,6 +133,22 @@ class World:
             tx.keys[resource] = lock_key
         return True
 
+    async def register_all(self, tx: Tx, *branches: tuple[str, str | None]) -> bool:
+        """Registers each (resource, lock key) branch of ``tx`` in turn, every one even after one
+        failed; True when all of them registered."""
+        registered = [await self.register(tx, resource, lock_key) for resource, lock_key in branches]
+        return all(registered)
+
+    def hold_answers(self) -> None:
+        """The RMs keep their phase-two answers until :meth:`release_answers`."""
+        for rm in self.rms.values():
+            rm.gate = asyncio.Event()
+
+    def release_answers(self) -> None:
+        for rm in self.rms.values():
+            assert rm.gate is not None
+            rm.gate.set()
+
     async def finish(self, tx: Tx, commit: bool) -> None:
         tx.decision = "commit" if commit and not tx.unsure else "rollback"
         body: m.Message = (m.GlobalCommitRequest(xid=tx.xid) if tx.decision == "commit"
@@ -220,8 +236,7 @@ async def test_kill_after_begin(tmp_path: Path) -> None:
                 return
             begun.release()
             await resume.wait()
-            ok = all([await world.register(tx, ORDERS, f"t_order:{tx.n}"),
-                      await world.register(tx, PAYMENT, None)])
+            ok = await world.register_all(tx, (ORDERS, f"t_order:{tx.n}"), (PAYMENT, None))
             await world.finish(tx, commit=ok and tx.n % 3 != 0)
 
         txs = [Tx(n) for n in range(N)]
@@ -242,9 +257,7 @@ async def test_kill_after_branch_register_keeps_every_lock(tmp_path: Path) -> No
         async def tx_body(tx: Tx) -> None:
             if not await world.begin(tx):
                 return
-            ok = all([await world.register(tx, ORDERS, f"t_order:{tx.n}"),
-                      await world.register(tx, STOCK, f"t_stock:{tx.n}"),
-                      await world.register(tx, PAYMENT, None)])
+            ok = await world.register_all(tx, (ORDERS, f"t_order:{tx.n}"), (STOCK, f"t_stock:{tx.n}"), (PAYMENT, None))
             registered.release()
             await resume.wait()
             await world.finish(tx, commit=ok and tx.n % 3 != 0)
@@ -270,16 +283,15 @@ async def test_kill_during_phase_two(tmp_path: Path) -> None:
     """The RMs hold their answers, so the kill lands while the TC waits on them: synchronous
     TCC commits, rollbacks and async AT commits are all cut off in the middle."""
     async with World(tmp_path).running() as world:
-        for rm in world.rms.values():
-            rm.gate = asyncio.Event()
+        world.hold_answers()
 
         async def tx_body(tx: Tx) -> None:
             if not await world.begin(tx):
                 return
-            ok = await world.register(tx, ORDERS, f"t_order:{tx.n}")
-            ok = await world.register(tx, STOCK, f"t_stock:{tx.n}") and ok
+            branches: list[tuple[str, str | None]] = [(ORDERS, f"t_order:{tx.n}"), (STOCK, f"t_stock:{tx.n}")]
             if tx.n % 4 == 1:
-                ok = await world.register(tx, PAYMENT, None) and ok
+                branches.append((PAYMENT, None))
+            ok = await world.register_all(tx, *branches)
             await world.finish(tx, commit=ok and tx.n % 4 != 0)
 
         txs = [Tx(n) for n in range(N)]
@@ -297,23 +309,19 @@ async def test_kill_during_phase_two(tmp_path: Path) -> None:
             for resource, key in tx.keys.items():
                 holder = world.lock_holder(row_key(resource, key))
                 assert holder == (tx.xid if rolling_back else None), (tx, resource, holder)
-        for rm in world.rms.values():
-            assert rm.gate is not None
-            rm.gate.set()
+        world.release_answers()
         await batch
         await world.check_everything_ended_consistently(txs)
 
 
 async def test_kill_during_async_committing(tmp_path: Path) -> None:
     async with World(tmp_path).running() as world:
-        for rm in world.rms.values():
-            rm.gate = asyncio.Event()
+        world.hold_answers()
 
         async def tx_body(tx: Tx) -> None:
             if not await world.begin(tx):
                 return
-            ok = await world.register(tx, ORDERS, f"t_order:{tx.n}")
-            ok = await world.register(tx, STOCK, f"t_stock:{tx.n}") and ok
+            ok = await world.register_all(tx, (ORDERS, f"t_order:{tx.n}"), (STOCK, f"t_stock:{tx.n}"))
             await world.finish(tx, commit=ok)
 
         txs = [Tx(n) for n in range(N)]
@@ -322,9 +330,7 @@ async def test_kill_during_async_committing(tmp_path: Path) -> None:
         await eventually(lambda: len({c.xid for c in world.rms[ORDERS].calls}) >= N // 2,
                          what="the branch commits are under way")
         await world.crash_and_restart()
-        for rm in world.rms.values():
-            assert rm.gate is not None
-            rm.gate.set()
+        world.release_answers()
         await world.check_everything_ended_consistently(txs)
         for tx in txs:
             assert {c.kind for rm in world.rms.values() for c in rm.calls if c.xid == tx.xid} == {"commit"}
@@ -348,10 +354,11 @@ async def test_kill_at_arbitrary_moments_under_load(tmp_path: Path) -> None:
                 n += 1
                 txs.append(tx)
                 if await world.begin(tx):
-                    ok = await world.register(tx, ORDERS, f"t_order:{tx.n}")
-                    ok = await world.register(tx, STOCK, f"t_stock:{tx.n % 7}") and ok  # contended rows
+                    branches: list[tuple[str, str | None]] = [(ORDERS, f"t_order:{tx.n}"),
+                                                              (STOCK, f"t_stock:{tx.n % 7}")]  # contended rows
                     if tx.n % 5 == 0:
-                        ok = await world.register(tx, PAYMENT, None) and ok
+                        branches.append((PAYMENT, None))
+                    ok = await world.register_all(tx, *branches)
                     await world.finish(tx, commit=ok and tx.n % 6 != 0)
                 done[0] += 1
 
