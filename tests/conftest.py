@@ -1,5 +1,5 @@
-"""Shared test machinery: how ``async def`` tests run, where ../shared/conformance is, and how a
-missing service is reported.
+"""Shared test machinery: how ``async def`` tests run, where ../shared/conformance is (and how its
+captures read), and how a missing service is reported.
 
 ``async def`` tests run on a fresh event loop each (no asyncio plugin needed). A test that takes a
 ``loop_kind`` fixture whose value is "uvloop" runs on uvloop's loop. Any error the loop reports
@@ -42,6 +42,17 @@ def conformance_dir() -> Path:
     if not CONFORMANCE_DIR.is_dir():
         missing(f"conformance data not found at {CONFORMANCE_DIR} (it lives in ../shared/conformance)")
     return CONFORMANCE_DIR
+
+
+def load_capture(path: Path) -> list[tuple[str, int, bytes]]:
+    """A conformance capture: ``(direction, connection, frame bytes)`` per line of
+    ``direction<TAB>connection<TAB>frame hex``."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            direction, conn, frame_hex = line.split("\t")
+            rows.append((direction, int(conn), bytes.fromhex(frame_hex)))
+    return rows
 
 
 # --- running async tests -------------------------------------------------------------------------

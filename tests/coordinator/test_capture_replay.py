@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from asyncsupport import eventually
+from conftest import load_capture
 from pyseata.protocol import messages as m
 from pyseata.protocol.enums import MessageType, ResultCode
 from pyseata.protocol.frame import Frame, FrameDecoder, encode_frame
@@ -77,15 +78,6 @@ class Substitution:
         if self.branch_id is not None and values.get("branch_id") == RECORDED_BRANCH_ID:
             changes["branch_id"] = self.branch_id
         return dataclasses.replace(body, **changes) if changes else body  # type: ignore[type-var]
-
-
-def load_capture(path: Path) -> list[tuple[str, int, bytes]]:
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            direction, conn, frame_hex = line.split("\t")
-            rows.append((direction, int(conn), bytes.fromhex(frame_hex)))
-    return rows
 
 
 def decode_one(wire: bytes) -> Frame:
