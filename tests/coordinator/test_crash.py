@@ -222,6 +222,26 @@ async def run_batch(txs: list[Tx], body: Callable[[Tx], Awaitable[None]]) -> Non
     await within(asyncio.gather(*(body(tx) for tx in txs)), 90, "the batch finishes")
 
 
+class Pause:
+    """A point where every transaction of a batch waits (:meth:`here`) until the test, once all
+    of them got there (:meth:`all_reached`), lets them go on (:meth:`resume`)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._reached, self._resume = asyncio.Semaphore(0), asyncio.Event()
+
+    async def here(self) -> None:
+        self._reached.release()
+        await self._resume.wait()
+
+    async def all_reached(self, n: int) -> None:
+        for _ in range(n):
+            await within(self._reached.acquire(), 30, f"every transaction {self.what}")
+
+    def resume(self) -> None:
+        self._resume.set()
+
+
 # --- the kill points ------------------------------------------------------------------------------------------
 
 N = 24
@@ -229,22 +249,20 @@ N = 24
 
 async def test_kill_after_begin(tmp_path: Path) -> None:
     async with World(tmp_path).running() as world:
-        begun, resume = asyncio.Semaphore(0), asyncio.Event()
+        begun = Pause("has begun")
 
         async def tx_body(tx: Tx) -> None:
             if not await world.begin(tx):
                 return
-            begun.release()
-            await resume.wait()
+            await begun.here()
             ok = await world.register_all(tx, (ORDERS, f"t_order:{tx.n}"), (PAYMENT, None))
             await world.finish(tx, commit=ok and tx.n % 3 != 0)
 
         txs = [Tx(n) for n in range(N)]
         batch = asyncio.create_task(run_batch(txs, tx_body))
-        for _ in range(N):
-            await within(begun.acquire(), 30, "every transaction has begun")
+        await begun.all_reached(N)
         await world.crash_and_restart()
-        resume.set()
+        begun.resume()
         await batch
         assert all(tx.xid for tx in txs)
         await world.check_everything_ended_consistently(txs)
@@ -252,20 +270,18 @@ async def test_kill_after_begin(tmp_path: Path) -> None:
 
 async def test_kill_after_branch_register_keeps_every_lock(tmp_path: Path) -> None:
     async with World(tmp_path).running() as world:
-        registered, resume = asyncio.Semaphore(0), asyncio.Event()
+        registered = Pause("has registered its branches")
 
         async def tx_body(tx: Tx) -> None:
             if not await world.begin(tx):
                 return
             ok = await world.register_all(tx, (ORDERS, f"t_order:{tx.n}"), (STOCK, f"t_stock:{tx.n}"), (PAYMENT, None))
-            registered.release()
-            await resume.wait()
+            await registered.here()
             await world.finish(tx, commit=ok and tx.n % 3 != 0)
 
         txs = [Tx(n) for n in range(N)]
         batch = asyncio.create_task(run_batch(txs, tx_body))
-        for _ in range(N):
-            await within(registered.acquire(), 30, "every transaction has registered its branches")
+        await registered.all_reached(N)
         await world.crash_and_restart()
 
         # Every transaction is unfinished (Begin): each of its rows is still locked, by it.
@@ -274,7 +290,7 @@ async def test_kill_after_branch_register_keeps_every_lock(tmp_path: Path) -> No
             for resource, key in tx.keys.items():
                 assert world.lock_holder(row_key(resource, key)) == tx.xid, (tx, resource)
                 assert not await world.lockable(resource, key), (tx, resource)
-        resume.set()
+        registered.resume()
         await batch
         await world.check_everything_ended_consistently(txs)
 
