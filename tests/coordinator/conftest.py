@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from asyncsupport import eventually
 from pyseata.coordinator.app import TransactionCoordinator
 from pyseata.coordinator.settings import ServerSettings
 from pyseata.coordinator.store.base import SessionStore
@@ -227,6 +229,13 @@ async def status_in_store(store: SessionStore, xid: str) -> GlobalStatus | None:
 
 async def has_status(store: SessionStore, xid: str, status: GlobalStatus | None) -> bool:
     return await status_in_store(store, xid) == status
+
+
+async def until_timed_out(store: SessionStore, xid: str) -> None:
+    """Waits until ``xid``'s timeout has passed, by the wall clock the TC's timeout check uses."""
+    g = await store.get_global(xid)
+    assert g is not None
+    await eventually(lambda: time.time() * 1000 > g.deadline + 1, what=f"{xid} times out")
 
 
 class LogRecords(logging.Handler):

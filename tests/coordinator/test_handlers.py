@@ -13,7 +13,7 @@ from pyseata.protocol.enums import BranchStatus, BranchType, GlobalStatus, Resul
 from pyseata.protocol.enums import TransactionExceptionCode as Code
 from pyseata.protocol.xid import parse_xid
 
-from .conftest import RM, TM, running_tc, status_in_store, store_empty
+from .conftest import RM, TM, running_tc, status_in_store, store_empty, until_timed_out
 
 B = BranchStatus
 G = GlobalStatus
@@ -86,9 +86,7 @@ async def test_commit_after_the_timeout_answers_timeout_rollbacking_and_changes_
                 RM(tc.address[1], [RES]) as rm):
         xid = await tm.begin(timeout=50)
         branch = await rm.register(xid, lock_key="t:1")
-        g = await tc.store.get_global(xid)
-        assert g is not None
-        await eventually(lambda: time.time() * 1000 > g.deadline + 1, what="the transaction times out")
+        await until_timed_out(tc.store, xid)
 
         assert await tm.commit(xid) == G.TimeoutRollbacking
         # Nothing changed: still Begin, the branch and its lock as they were, no RM called.

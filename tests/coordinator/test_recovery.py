@@ -18,7 +18,7 @@ from pyseata.coordinator.store.sqlite import SqliteStore
 from pyseata.protocol.enums import BranchStatus, BranchType, GlobalStatus
 from pyseata.protocol.xid import format_xid
 
-from .conftest import RM, TM, LogRecords, has_status, running_tc, status_in_store, store_empty
+from .conftest import RM, TM, LogRecords, has_status, running_tc, status_in_store, store_empty, until_timed_out
 
 B = BranchStatus
 G = GlobalStatus
@@ -51,9 +51,7 @@ async def test_the_timeout_check_takes_only_timed_out_begin_transactions() -> No
         await rm.register(patient, lock_key="t:1")
         hasty = await tm.begin(timeout=20)
         await rm.register(hasty, lock_key="t:2")
-        g = await tc.store.get_global(hasty)
-        assert g is not None
-        await eventually(lambda: time.time() * 1000 > g.deadline + 1)
+        await until_timed_out(tc.store, hasty)
         await tc.recovery.timeout_check()
         assert await status_in_store(tc.store, hasty) is None
         assert rm.calls_for(hasty) and not rm.calls_for(patient)
@@ -68,9 +66,7 @@ async def test_a_timeout_rollback_that_fails_retries_as_timeout_rollback_retryin
         rm.script = always(B.PhaseTwo_RollbackFailed_Retryable)
         xid = await tm.begin(timeout=20)
         await rm.register(xid, lock_key="t:1")
-        g = await tc.store.get_global(xid)
-        assert g is not None
-        await eventually(lambda: time.time() * 1000 > g.deadline + 1)
+        await until_timed_out(tc.store, xid)
         await tc.recovery.timeout_check()
         assert await status_in_store(tc.store, xid) == G.TimeoutRollbackRetrying
         rm.script = None
