@@ -418,3 +418,25 @@ def test_undo_log_table_with_another_name(make_db: Callable[[str], Db]) -> None:
         db.run(statement)
     db.run(table.insert_sql(), {f"p{i}": v for i, v in enumerate(table.row_params("x", 1, "c", b"{}"))})
     assert db.run(table.select_sql(), {"p0": 1, "p1": "x"})[0][:3] == (1, "x", "c")
+
+
+@pytest.mark.parametrize("node", [
+    {"a": [Decimal("1.50"), Decimal("-0"), Decimal("1E+2"), 1.5, -0.0, True, None, 2**70, "é\"\\"]},
+    ["\x00pyseata:BigDecimal\x00", Decimal("3.10")],  # a string equal to the fast writer's marker
+    ["\"\x00pyseata:BigDecimal\x00", Decimal("3.10"), Decimal("4")],
+    {"k": "plain", "n": [1, 2, {"x": "\u2028"}]},
+])
+def test_the_fast_json_writer_writes_what_the_exact_writer_writes(node: Any) -> None:
+    from pyseata.at.undo import _dumps, _write
+
+    out: list[str] = []
+    _write(node, out)
+    assert _dumps(node) == "".join(out).encode("utf-8")
+
+
+def test_a_string_like_the_decimal_marker_survives_the_undo_log() -> None:
+    image = TableRecords("t", ("id",), (Row((Field("id", 4, 1, KeyType.PRIMARY_KEY),
+                                             Field("s", 12, "\x00pyseata:BigDecimal\x00"),
+                                             Field("d", 3, Decimal("0.10")))),))
+    log = BranchUndoLog("x", 1, (SQLUndoLog(SqlType.UPDATE, "t", image, image),))
+    assert decode_undo_log(encode_undo_log(log)) == log

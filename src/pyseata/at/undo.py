@@ -39,6 +39,7 @@ PyMySQL ``timedelta``), the dirty-write check reports the difference instead of 
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import json
 import math
@@ -228,7 +229,7 @@ class _Codec:
     def exact_form(self, value: Any, java_type: int) -> tuple[Any, Any]:
         """``(value form, pyValue form or None)``: the Java form, plus an exact form when it loses anything."""
         form = self.java_form(value, java_type)
-        if self._survives(form, value):
+        if type(value) in _EXACT_BY_FORM or self._survives(form, value):
             return form, None
         exact = _PY_FORMS.get(type(value))
         if exact is None:
@@ -296,6 +297,11 @@ _JAVA_FORMS: Mapping[type, Callable[[_Codec, Any, int], Any]] = MappingProxyType
     ipaddress.IPv4Network: lambda _c, v, _t: ["py:ip_network", str(v)],
     ipaddress.IPv6Network: lambda _c, v, _t: ["py:ip_network", str(v)],
 })
+
+
+# Types whose Java form holds every value exactly (Integer/Long/BigInteger, String, Boolean, base64
+# bytes, UUID text): no decoding is needed to prove it. Exact types only: a subclass is verified.
+_EXACT_BY_FORM = frozenset({type(None), bool, int, str, bytes, uuid.UUID})
 
 
 def _array_form(codec: _Codec, value: list[Any]) -> Any:
@@ -447,11 +453,40 @@ def _write(node: Any, out: list[str]) -> None:
         raise UndoValueError(f"cannot write {type(node).__name__} as JSON")
 
 
+class _NotPlainJsonError(Exception):
+    """A value the fast writer does not know: the slow writer's job (and its error)."""
+
+
+_DECIMAL_MARK = "\x00pyseata:BigDecimal\x00"
+_DECIMAL_TOKEN = json.dumps(_DECIMAL_MARK)
+
+
 def _dumps(node: Any) -> bytes:
-    out: list[str] = []
-    _write(node, out)
+    """The JSON text of ``node``, as :func:`_write` writes it, mostly by the C encoder: each Decimal
+    goes in as a marker string, replaced by its exact digits afterwards (a string value that equals
+    the marker makes the counts differ, and the slow writer does the whole node)."""
+    digits: list[str] = []
+
+    def decimal(value: Any) -> Any:
+        if type(value) is not Decimal:
+            raise _NotPlainJsonError
+        digits.append(str(value))
+        return _DECIMAL_MARK
+
     try:
-        return "".join(out).encode("utf-8")
+        text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=False,
+                                default=decimal).encode(node)
+        if digits:
+            parts = text.split(_DECIMAL_TOKEN)
+            if len(parts) != len(digits) + 1:
+                raise _NotPlainJsonError
+            text = "".join(p + d for p, d in zip(parts, digits, strict=False)) + parts[-1]
+    except (_NotPlainJsonError, ValueError):
+        out: list[str] = []
+        _write(node, out)
+        text = "".join(out)
+    try:
+        return text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise UndoValueError(f"a string in the undo log is not valid Unicode: {exc}") from exc
 
@@ -575,6 +610,7 @@ _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)b?\s*$", re.IGNORECASE)
 _UNITS = MappingProxyType({"": 1, "k": 1024, "m": 1024**2, "g": 1024**3})
 
 
+@functools.lru_cache(maxsize=64)
 def parse_size(size: int | str) -> int:
     """Bytes from ``64k``, ``1m``, ``4096`` (Seata's ``SizeUtil.size2Long``)."""
     if isinstance(size, int):
@@ -586,9 +622,14 @@ def parse_size(size: int | str) -> int:
 
 
 def _zone(name: str | None) -> tzinfo:
-    if name is None:
+    if name is None:  # the machine's zone now (not cached: it may change)
         local = datetime.now().astimezone().tzinfo
         return local if local is not None else UTC
+    return _named_zone(name)
+
+
+@functools.lru_cache(maxsize=64)
+def _named_zone(name: str) -> tzinfo:
     if name.upper() in ("UTC", "Z", "GMT"):
         return UTC
     m = re.fullmatch(r"([+-])(\d{2}):(\d{2})", name)
