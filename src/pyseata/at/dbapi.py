@@ -311,6 +311,8 @@ class SyncDriver:
             cur.execute(step.sql)
         else:
             cur.execute(step.sql, step.params)
+        if step.rows_only:
+            return Result(None, [tuple(r) for r in cur.fetchall()], cur.rowcount)
         description = cur.description
         rows = [tuple(r) for r in cur.fetchall()] if description is not None else None
         return Result(tuple(description) if description is not None else None, rows, cur.rowcount,

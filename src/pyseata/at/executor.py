@@ -121,6 +121,7 @@ class Execute:
 
     sql: str
     params: Params = None
+    rows_only: bool = False  # an image query: the driver may skip describing its columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,7 +373,7 @@ class _Call:
         query = self.plan(what, make)
         if query is None:
             return TableRecords.empty(self.meta)
-        result: Result = yield Execute(query.sql, query.bind(self.params))
+        result: Result = yield Execute(query.sql, query.bind(self.params), rows_only=what != "pk")
         if what == "pk":  # SELECT ... FOR UPDATE's query selects the primary key only
             return TableRecords.from_rows(self.meta, result.columns, result.rows or [])
         return self.shape.records(result.rows or [])
@@ -472,7 +473,7 @@ def _batch_chunk(c: _Call, chunk: Sequence[Sequence[Any] | Mapping[str, Any]], p
     sets = len(chunk) if per_set else 1
     query = c.env.plans.get(f"batch {sets}", c.stmt, c.meta,
                             lambda: batch_before_image(c.stmt, c.meta, c.env.style, sets))
-    found: Result = yield Execute(query.sql, query.bind(chunk if per_set else chunk[:1]))
+    found: Result = yield Execute(query.sql, query.bind(chunk if per_set else chunk[:1]), rows_only=True)
     before = c.shape.records(found.rows or [])
     total = 0
     if c.stmt.kind is Kind.DELETE:
@@ -587,7 +588,8 @@ def rows_by_keys(env: Env, meta: TableMeta, keys: Sequence[tuple[Any, ...]], *,
     rows: list[tuple[Any, ...]] = []
     for begin in range(0, len(keys), KEYS_PER_QUERY):
         chunk = keys[begin : begin + KEYS_PER_QUERY]
-        result: Result = yield Execute(shape.by_keys_sql(len(chunk), for_update), [v for key in chunk for v in key])
+        result: Result = yield Execute(shape.by_keys_sql(len(chunk), for_update), [v for key in chunk for v in key],
+                                       rows_only=True)
         rows.extend(result.rows or [])
     return shape.records(rows)
 
@@ -759,13 +761,19 @@ _HANDLERS: Mapping[Kind, Callable[[_Call], Flow[Result]]] = {
 # --- local commit ----------------------------------------------------------------------------------
 
 
+# applicationData by (user transaction, skip check lock): the four JSON texts there can be.
+_APPLICATION_DATA: Mapping[tuple[bool, bool], str | None] = {
+    (user, skip): json.dumps({**({"autoCommit": False} if user else {}), **({"skipCheckLock": True} if skip else {})},
+                             separators=(",", ":")) if user or skip else None
+    for user in (False, True) for skip in (False, True)
+}
+
+
 def _application_data(ctx: ConnectionContext, user_transaction: bool, first: bool) -> str | None:
-    data: dict[str, bool] = {}
-    if user_transaction:
-        data["autoCommit"] = False  # the TC answers FailFast when the holder is rolling back
-    if first and all(not item.before_image or not item.before_image.rows for item in ctx.undo_items):
-        data["skipCheckLock"] = True  # pure inserts: the lock rows' unique key is check enough
-    return json.dumps(data, separators=(",", ":")) if data else None
+    # autoCommit false: the TC answers FailFast when the holder is rolling back.
+    # skipCheckLock: pure inserts, the lock rows' unique key is check enough.
+    skip = first and all(not item.before_image or not item.before_image.rows for item in ctx.undo_items)
+    return _APPLICATION_DATA[(user_transaction, skip)]
 
 
 def commit_flow(env: Env, ctx: ConnectionContext, policy: LockRetry | None, *,

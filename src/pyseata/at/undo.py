@@ -787,6 +787,9 @@ class UndoLogTable:
 
     def insert_sql(self) -> str:
         """INSERT of one row: parameters branch_id, xid, context, rollback_info, log_status."""
+        return _insert_sql(self)
+
+    def _insert_sql(self) -> str:
         now = _NOW[self._family]
         cols = ", ".join(_COLUMNS)
         return self._fill(f"INSERT INTO {self.qualified} ({cols}) VALUES ({{}}, {{}}, {{}}, {{}}, {{}}, {now}, {now})")
@@ -824,3 +827,7 @@ class UndoLogTable:
         context = encode_context({"serializer": SERIALIZER, "compressorType": CompressorType.NONE.name})
         return [branch_id, xid, context, _DEFAULT_CONTENT, int(UndoLogStatus.GLOBAL_FINISHED)]
 
+
+@functools.lru_cache(maxsize=256)
+def _insert_sql(table: UndoLogTable) -> str:
+    return table._insert_sql()
