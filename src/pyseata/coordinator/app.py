@@ -7,6 +7,7 @@ import logging
 import socket
 import ssl
 from dataclasses import replace
+from pathlib import Path
 
 from pyseata.coordinator.config import CoordinatorConfig
 from pyseata.coordinator.core import Coordinator
@@ -108,8 +109,11 @@ class TransactionCoordinator:
                             broadcast_undo_delete=server.broadcast_undo_log_delete)
         self.coordinator, self.server, self.recovery = coordinator, server, recovery
         unfinished = await store.count_globals()
+        where = s.store
+        if isinstance(path := getattr(store, "path", None), Path):  # a file store: say which file
+            where = f"{where}, file {path.resolve()}"
         log.info("TC listening on %s:%d (store %s, %d unfinished transaction(s), XIDs as %s:%d)",
-                 host, port, s.store, unfinished, coordinator.config.advertise_host, coordinator.config.advertise_port)
+                 host, port, where, unfinished, coordinator.config.advertise_host, coordinator.config.advertise_port)
         if unfinished:
             # Carry on where the last run stopped, without waiting for the first tick. The task
             # is kept: the loop holds tasks only weakly, and stop() must be able to cancel it.
