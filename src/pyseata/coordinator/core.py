@@ -27,6 +27,7 @@ from pyseata.coordinator.lockkeys import parse_lock_key
 from pyseata.coordinator.model import BranchTransaction, GlobalTransaction
 from pyseata.coordinator.store.base import RegisterOutcome, SessionStore
 from pyseata.coordinator.store.memory import MemoryStore
+from pyseata.coordinator.store.sqlite import SqliteStore
 from pyseata.errors import PyseataError, TransactionError
 from pyseata.protocol import messages as m
 from pyseata.protocol.enums import BranchStatus, BranchType, GlobalStatus, ResultCode
@@ -91,8 +92,8 @@ class Coordinator:
         self.sender = sender
         self.ids = IdGenerator(self.config.worker_id)
         # gather() costs two tasks: worth it where a read waits for I/O or another thread, not
-        # for the memory store, which answers without ever suspending.
-        self._parallel_reads = not isinstance(store, MemoryStore)
+        # for the memory store or SQLite's point reads, which answer on the loop without suspending.
+        self._parallel_reads = not isinstance(store, (MemoryStore, SqliteStore))
         self.alerter = Alerter(self.config.alert_webhook)
         self.breaker = RmBreaker(self.config.unresponsive_rm_cooldown)
         self._locks = _XidLocks()
