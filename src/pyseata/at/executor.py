@@ -599,8 +599,9 @@ def _keys(records: TableRecords) -> set[tuple[Any, ...]]:
 
 
 def _only(records: TableRecords, keys: set[tuple[Any, ...]]) -> TableRecords:
-    return TableRecords(records.table_name, records.primary_key,
-                        tuple(r for r in records.rows if r.key(records.primary_key) in keys))
+    rows = records.rows
+    kept = tuple(r for r, key in zip(rows, records.primary_keys(), strict=True) if key in keys)
+    return records if len(kept) == len(rows) else TableRecords(records.table_name, records.primary_key, kept)
 
 
 def _update(c: _Call) -> Flow[Result]:
@@ -608,10 +609,11 @@ def _update(c: _Call) -> Flow[Result]:
     if c.env.dialect.update_returning and c.returns_stored:
         mine, result = yield from c.returning(c.meta.column_names)
         after = c.shape.records(mine)
-        extra = _keys(after) - _keys(before)
+        changed = _keys(after)
+        extra = changed - _keys(before)
         if extra:
             raise c.mismatch(f"it updated {len(extra)} row(s) the before image did not hold")
-        before = _only(before, _keys(after))  # rows the WHERE no longer matched were not changed
+        before = _only(before, changed)  # rows the WHERE no longer matched were not changed
     else:
         result = yield from c.business()
         if result.rowcount > len(before):  # MySQL counts changed rows: never more than it matched
