@@ -42,9 +42,8 @@ from pyseata.at.executor import (
     Params,
     Result,
     Rollback,
-    autocommit_flow,
     commit_flow,
-    explicit_flow,
+    covered_flow,
     recognize_cached,
 )
 from pyseata.at.recognizer import Kind
@@ -357,11 +356,8 @@ class ATAsyncpgConnection:
             if command is not None:
                 ctx.apply(command)
             return result
-        ctx.bind(get_xid(), requires_global_lock())
-        policy = current_lock_retry(env.lock_retry)
-        if self._transaction is not None or self._raw.is_in_transaction():
-            return await driver.run(explicit_flow(env, ctx, stmt, params, policy))
-        return await driver.run(autocommit_flow(env, ctx, stmt, params, policy))
+        autocommit = self._transaction is None and not self._raw.is_in_transaction()
+        return await driver.run(covered_flow(env, ctx, stmt, params, autocommit=autocommit))
 
 
 async def connect_asyncpg(raw: Any, resource_id: str | None = None, *,

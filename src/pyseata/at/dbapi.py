@@ -39,7 +39,6 @@ PyMySQL (MySQL or MariaDB, told apart by the server's version), psycopg 3.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,12 +57,13 @@ from pyseata.at.executor import (
     Params,
     Register,
     Report,
+    Restore,
     Result,
     Rollback,
     Sleep,
-    autocommit_flow,
+    advance,
     commit_flow,
-    explicit_flow,
+    covered_flow,
     recognize_cached,
 )
 from pyseata.at.meta import ColumnMeta, Fetch
@@ -289,10 +289,9 @@ class SyncDriver:
         value: Any = None
         error: BaseException | None = None
         while True:
-            try:
-                step = flow.send(value) if error is None else flow.throw(error)
-            except StopIteration as done:
-                result: T = done.value
+            done, step = advance(flow, value, error)
+            if done:
+                result: T = step
                 return result
             value, error = None, None
             try:
@@ -336,6 +335,7 @@ _STEPS: Mapping[type, Callable[[SyncDriver, Any], Any]] = {
     Execute: SyncDriver.execute,
     Fetch: SyncDriver.fetch,
     Begin: lambda d, _s: d.ops.begin(d.raw),
+    Restore: lambda d, _s: d.ops.restore(d.raw),
     Commit: lambda d, _s: d.raw.commit(),
     Rollback: lambda d, _s: d.raw.rollback(),
     Register: SyncDriver.register,
@@ -574,19 +574,8 @@ class ATConnection:
                 result = self._uncovered(raw_cursor, stmt.kind, sql, one)
                 total += max(result.rowcount if result is not None else raw_cursor.rowcount, 0)
             return Result(None, None, total, None)
-        ctx.bind(get_xid(), requires_global_lock())
-        policy = current_lock_retry(env.lock_retry)
-        driver = SyncDriver(self._raw, ops, raw_cursor)
-        if not ops.autocommit(self._raw):
-            return driver.run(explicit_flow(env, ctx, stmt, params, policy))
-        try:
-            result = driver.run(autocommit_flow(env, ctx, stmt, params, policy))
-        except BaseException:
-            with contextlib.suppress(Exception):  # the flow's error is the one to report
-                ops.restore(self._raw)
-            raise
-        ops.restore(self._raw)
-        return result
+        flow = covered_flow(env, ctx, stmt, params, autocommit=ops.autocommit(self._raw))
+        return SyncDriver(self._raw, ops, raw_cursor).run(flow)
 
     def _uncovered(self, raw_cursor: Any, kind: Kind, sql: str, params: Params) -> Result | None:
         if kind is Kind.OTHER and self._ctx.active:
@@ -665,10 +654,9 @@ class AsyncDriver:
         value: Any = None
         error: BaseException | None = None
         while True:
-            try:
-                step = flow.send(value) if error is None else flow.throw(error)
-            except StopIteration as done:
-                result: T = done.value
+            done, step = advance(flow, value, error)
+            if done:
+                result: T = step
                 return result
             value, error = None, None
             try:
@@ -684,6 +672,8 @@ class AsyncDriver:
                 return result if isinstance(step, Execute) else result.rows or []
             case Begin():
                 await self.ops.begin(self.raw)
+            case Restore():
+                await self.ops.restore(self.raw)
             case Commit():
                 await self.raw.commit()
             case Rollback():
@@ -846,18 +836,7 @@ class AsyncATConnection:
             if command is not None:
                 ctx.apply(command)
             return result
-        ctx.bind(get_xid(), requires_global_lock())
-        policy = current_lock_retry(env.lock_retry)
-        if not ops.autocommit(self._raw):
-            return await driver.run(explicit_flow(env, ctx, stmt, params, policy))
-        try:
-            result = await driver.run(autocommit_flow(env, ctx, stmt, params, policy))
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await ops.restore(self._raw)
-            raise
-        await ops.restore(self._raw)
-        return result
+        return await driver.run(covered_flow(env, ctx, stmt, params, autocommit=ops.autocommit(self._raw)))
 
 
 def _ends_transaction(sql: str) -> bool:

@@ -10,6 +10,7 @@ step                            what the driver does                            
 :class:`~pyseata.at.meta.Fetch` runs a metadata query                                 list of rows
 :class:`Begin`                  opens a local transaction fit for AT if none is open  None
                                 (SQLite: ``BEGIN IMMEDIATE``; autocommit off)
+:class:`Restore`                autocommit back on after pyseata's own transaction    None
 :class:`Commit` / ``Rollback``  the connection's own commit / rollback                None
 :class:`Register`               BranchRegister at the TC (may raise LockConflictError)  the branch id
 :class:`Report`                 BranchReport at the TC                                None
@@ -43,6 +44,7 @@ back). A failure after registration reports PhaseOne_Failed. A local rollback te
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -51,7 +53,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
-from pyseata.at.connection import ConnectionContext, LockRetry, TransactionBrokenError
+from pyseata.at.connection import ConnectionContext, LockRetry, TransactionBrokenError, current_lock_retry
 from pyseata.at.dialects import Dialect, Paramstyle, get_dialect
 from pyseata.at.errors import ATError
 from pyseata.at.images import (
@@ -75,6 +77,7 @@ from pyseata.at.lockkeys import build_lock_key
 from pyseata.at.meta import ColumnMeta, Fetch, TableMeta, TableMetaCache
 from pyseata.at.recognizer import Kind, Statement, TableRef, recognize
 from pyseata.at.undo import BranchUndoLog, SqlType, SQLUndoLog, UndoConfig, UndoLogTable, pack
+from pyseata.client.context import get_xid, requires_global_lock
 from pyseata.client.rm import LockConflictError
 from pyseata.protocol.enums import BranchStatus
 from pyseata.protocol.enums import TransactionExceptionCode as Code
@@ -93,12 +96,15 @@ __all__ = [
     "PlanCache",
     "Register",
     "Report",
+    "Restore",
     "Result",
     "Rollback",
     "Sleep",
     "Step",
+    "advance",
     "autocommit_flow",
     "commit_flow",
+    "covered_flow",
     "explicit_flow",
     "recognize_cached",
     "rows_by_keys",
@@ -144,6 +150,11 @@ class Begin:
 
 
 @dataclass(frozen=True, slots=True)
+class Restore:
+    """Put the connection back in autocommit mode after pyseata opened a transaction on it."""
+
+
+@dataclass(frozen=True, slots=True)
 class Commit:
     pass
 
@@ -181,8 +192,17 @@ class Sleep:
     seconds: float
 
 
-Step: TypeAlias = Execute | Fetch | Begin | Commit | Rollback | Register | Report | LockQuery | Sleep
+Step: TypeAlias = Execute | Fetch | Begin | Restore | Commit | Rollback | Register | Report | LockQuery | Sleep
 Flow: TypeAlias = Generator[Step, Any, T]
+
+
+def advance(flow: Flow[Any], value: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """Sends a driver's answer (``value``, or ``error`` thrown in) into ``flow``: ``(False, next step)``,
+    or ``(True, what the flow returned)``. Every driver's loop is built on it."""
+    try:
+        return False, (flow.send(value) if error is None else flow.throw(error))
+    except StopIteration as done:
+        return True, done.value
 
 
 # --- errors -----------------------------------------------------------------------------------------
@@ -527,6 +547,26 @@ def _join_inserts(ctx: ConnectionContext, mark: int, lock_mark: int) -> None:
     del ctx.undo_items[mark:]
     del ctx.lock_images[lock_mark:]
     ctx.add(SQLUndoLog(SqlType.INSERT, items[0].table_name, items[0].before_image, after), after)
+
+
+def covered_flow(env: Env, ctx: ConnectionContext, stmt: Statement, params: Params | Batch, *,
+                 autocommit: bool) -> Flow[Result]:
+    """A statement (or batch) AT mode covers, on a connection in autocommit mode or not: tied to the
+    current global transaction (or global_lock), under the current lock-retry policy; an autocommit
+    connection is put back in autocommit mode afterwards, whatever happened."""
+    ctx.bind(get_xid(), requires_global_lock())
+    policy = current_lock_retry(env.lock_retry)
+    if not autocommit:
+        result: Result = yield from explicit_flow(env, ctx, stmt, params, policy)
+        return result
+    try:
+        result = yield from autocommit_flow(env, ctx, stmt, params, policy)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the flow's error is the one to report
+            yield Restore()
+        raise
+    yield Restore()
+    return result
 
 
 def explicit_flow(env: Env, ctx: ConnectionContext, stmt: Statement, params: Params | Batch,
