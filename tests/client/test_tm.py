@@ -414,12 +414,23 @@ def test_commit_after_someone_else_rolled_back_raises(rm: ScriptedRm) -> None:
     assert_ended(rm, tx.xid, "rollback")
 
 
+def test_commit_repeated_after_a_lost_answer_hears_committed(rm: ScriptedRm) -> None:
+    with global_transaction() as tx:
+        assert tx is not None
+        rm.register(tx.xid)
+    assert_ended(rm, tx.xid, "commit")
+    again = seata.reload(tx.xid)
+    again.commit()  # the TC remembers how it ended: no heuristic error
+    assert again.status() == G.Finished
+
+
 def test_commit_of_a_transaction_the_tc_no_longer_knows_is_heuristic(rm: ScriptedRm) -> None:
     with global_transaction() as tx:
         assert tx is not None
+    unknown = tx.xid.rsplit(":", 1)[0] + ":12345"  # ended long ago, or before a TC restart
     with pytest.raises(CommitHeuristicError, match="no longer knows") as caught:
-        seata.reload(tx.xid).commit()
-    assert (caught.value.xid, caught.value.status) == (tx.xid, G.Finished)
+        seata.reload(unknown).commit()
+    assert (caught.value.xid, caught.value.status) == (unknown, G.Finished)
     assert isinstance(caught.value, TransactionError) and isinstance(caught.value, PyseataError)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 from asyncsupport import eventually, within
 from pyseata.coordinator.model import LockStatus
@@ -196,7 +197,28 @@ async def test_rollback_visits_branches_in_reverse_registration_order(store_url:
         assert await tm.rollback(xid) == G.Rollbacked
         assert rm.calls_for(xid) == [("rollback", b3), ("rollback", b2), ("rollback", b1)]
         assert await store_empty(tc.store)
-        assert await tm.rollback(xid) == G.Finished
+        assert await tm.rollback(xid) == G.Rollbacked, "a repeated rollback hears how it ended"
+
+
+async def test_a_repeated_commit_or_rollback_hears_how_it_ended_while_the_tc_remembers(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'tc.db'}"
+    async with running_tc(url, finished_outcomes_kept=2) as tc, TM(tc.address[1]) as tm:
+        committed, rolled_back, third = await tm.begin(), await tm.begin(), await tm.begin()
+        assert await tm.commit(committed) == G.Committed
+        assert await tm.rollback(rolled_back) == G.Rollbacked
+        # the first answer was lost, say, and the TM asks again
+        assert await tm.commit(committed) == G.Committed
+        assert await tm.rollback(committed) == G.Committed, "no rollback of a committed transaction"
+        assert await tm.rollback(rolled_back) == G.Rollbacked
+        assert await tm.commit(rolled_back) == G.Rollbacked, "no commit of a rolled back one"
+        assert await tm.status(committed) == G.Finished, "status answers as Seata does"
+        unknown = committed.rsplit(":", 1)[0] + ":12345"
+        assert await tm.commit(unknown) == G.Finished
+        assert await tm.commit(third) == G.Committed  # the oldest outcome is forgotten
+        assert await tm.commit(committed) == G.Finished
+        assert await tm.rollback(rolled_back) == G.Rollbacked
+    async with running_tc(url) as tc, TM(tc.address[1]) as tm:
+        assert await tm.rollback(rolled_back) == G.Finished, "kept in memory only: a restart forgets"
 
 
 async def test_rollback_stops_at_the_first_failing_branch(store_url: str) -> None:

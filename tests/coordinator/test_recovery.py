@@ -40,7 +40,7 @@ async def test_the_timeout_checker_rolls_back_a_forgotten_transaction(store_url:
         # the TM never commits
         await eventually(lambda: store_empty(tc.store), what="the timed-out transaction is rolled back")
         assert rm.done_for(xid) == [("rollback", b2), ("rollback", b1)]
-        assert await tm.commit(xid) == G.Finished  # the TM comes back too late
+        assert await tm.commit(xid) == G.TimeoutRollbacked  # the TM comes back too late
 
 
 async def test_the_timeout_check_takes_only_timed_out_begin_transactions() -> None:

@@ -89,7 +89,7 @@ class TransactionCoordinator:
             max_commit_retry_ms=s.max_commit_retry_ms, max_rollback_retry_ms=s.max_rollback_retry_ms,
             dead_session_ms=s.dead_session_ms, alert_webhook=s.alert_webhook,
             rollback_retry_timeout_unlock=s.rollback_retry_timeout_unlock,
-            unresponsive_rm_cooldown=s.unresponsive_rm_cooldown,
+            unresponsive_rm_cooldown=s.unresponsive_rm_cooldown, finished_outcomes_kept=s.finished_outcomes_kept,
         )
         coordinator = Coordinator(store, config)
         credentials = Credentials(s.secret, s.access_key) if s.secret else None

@@ -22,6 +22,9 @@ class CoordinatorConfig:
     # An RM that let a branch request time out gets no more for this long (then one probe), so a
     # hung RM cannot tie up phase two for everyone else (Seata waits 15 s per branch). 0: off.
     unresponsive_rm_cooldown: float = 5.0
+    # Final statuses of the transactions this TC ended lately, so that a TM repeating a commit or
+    # rollback (its first answer was lost) hears how it ended instead of Seata's Finished. 0: off.
+    finished_outcomes_kept: int = 100_000
     # Recovery (Seata retries every second forever; we back off and can give up, loudly).
     retry_period: float = 1.0  # how often the recovery loops scan
     retry_backoff_max: float = 30.0  # cap of the per-transaction exponential backoff

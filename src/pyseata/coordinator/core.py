@@ -25,6 +25,7 @@ from pyseata.coordinator.config import CoordinatorConfig
 from pyseata.coordinator.ids import IdGenerator
 from pyseata.coordinator.lockkeys import parse_lock_key
 from pyseata.coordinator.model import BranchTransaction, GlobalTransaction
+from pyseata.coordinator.outcomes import FinishedOutcomes
 from pyseata.coordinator.store.base import RegisterOutcome, SessionStore
 from pyseata.coordinator.store.memory import MemoryStore
 from pyseata.coordinator.store.sqlite import SqliteStore
@@ -96,6 +97,7 @@ class Coordinator:
         self._parallel_reads = not isinstance(store, (MemoryStore, SqliteStore))
         self.alerter = Alerter(self.config.alert_webhook)
         self.breaker = RmBreaker(self.config.unresponsive_rm_cooldown)
+        self.outcomes = FinishedOutcomes(self.config.finished_outcomes_kept)
         self._locks = _XidLocks()
         self._in_flight: set[str] = set()  # xids whose phase two runs in this process now
         self._async_pending: set[str] = set()  # xids queued for (or being driven by) a worker
@@ -167,7 +169,7 @@ class Coordinator:
                 g = await self.store.get_global(xid)
                 branches = await self.store.get_branches(xid) if g is not None else []
             if g is None:
-                return G.Finished
+                return self.outcomes.answer(xid)
             if g.status != G.Begin:
                 return _COMMIT_ANSWER.get(g.status, g.status)
             if _now_ms() > g.deadline:
@@ -176,7 +178,8 @@ class Coordinator:
             decided = G.AsyncCommitting if can_async else G.Committing
             if not await self.store.change_global_status(xid, decided, expected=G.Begin, release_locks=True):
                 current = await self.store.get_global(xid)
-                return G.Finished if current is None else _COMMIT_ANSWER.get(current.status, current.status)
+                return self.outcomes.answer(xid) if current is None else _COMMIT_ANSWER.get(current.status,
+                                                                                               current.status)
             log.debug("xid=%s commit decided: %s (%d branches)", xid, decided.name, len(branches))
         g = replace(g, status=decided)
         if decided == G.AsyncCommitting:
@@ -194,13 +197,13 @@ class Coordinator:
         async with self._locks.hold(xid):
             g = await self.store.get_global(xid)
             if g is None:
-                return G.Finished
+                return self.outcomes.answer(xid)
             if g.status != G.Begin:
                 return g.status
             if not await self.store.change_global_status(xid, G.Rollbacking, expected=G.Begin,
                                                          mark_locks_rollbacking=True):
                 current = await self.store.get_global(xid)
-                return G.Finished if current is None else current.status
+                return self.outcomes.answer(xid) if current is None else current.status
         return await self.do_global_rollback(replace(g, status=G.Rollbacking), retrying=False)
 
     async def _status(self, req: m.GlobalStatusRequest, client: ClientInfo) -> m.GlobalStatusResponse:
@@ -216,6 +219,8 @@ class Coordinator:
         status = req.global_status
         if status in (G.Committed, G.Rollbacked, G.TimeoutRollbacked, G.Finished):
             await self.store.remove_global(xid)
+            if status != G.Finished:
+                self.outcomes.ended(xid, status)
             return m.GlobalReportResponse(global_status=status)
         if status is not None and status != g.status:
             # RollbackRetrying/CommitRetrying/UnKnown ask the TC to drive the saga's recovery
@@ -387,6 +392,7 @@ class Coordinator:
                     return await self._set(g, G.AsyncCommitting, schedule=True)
                 return g.status
             await self.store.remove_global(xid)  # with its branches and any lock left
+            self.outcomes.ended(xid, G.Committed)
             done.clear()
             log.debug("xid=%s committed", xid)
             return G.Committed
@@ -425,6 +431,7 @@ class Coordinator:
                 return g.status
             await self.store.remove_global(xid)
             outcome = G.TimeoutRollbacked if timed_out else G.Rollbacked
+            self.outcomes.ended(xid, outcome)
             log.info("xid=%s %s", xid, outcome.name)
             return outcome
         finally:
@@ -486,7 +493,7 @@ class Coordinator:
                 asyncio.get_running_loop().call_soon(self.schedule_async_commit, g.xid, replace(g, status=new))
             return new
         current = await self.store.get_global(g.xid)
-        return G.Finished if current is None else current.status
+        return self.outcomes.answer(g.xid) if current is None else current.status
 
     async def _give_up(self, g: GlobalTransaction, final: GlobalStatus, reason: str) -> GlobalStatus:
         status = await self._set(g, final)

@@ -33,6 +33,7 @@ class ServerSettings:
     idle_timeout: float = 15.0
     branch_request_timeout: float = 15.0
     unresponsive_rm_cooldown: float = 5.0
+    finished_outcomes_kept: int = 100_000
     retry_period: float = 1.0
     retry_backoff_max: float = 30.0
     max_commit_retry_ms: int | None = None
@@ -50,6 +51,7 @@ class ServerSettings:
             (self.idle_timeout > 0, "idle_timeout", "more than zero seconds"),
             (self.branch_request_timeout > 0, "branch_request_timeout", "more than zero seconds"),
             (self.unresponsive_rm_cooldown >= 0, "unresponsive_rm_cooldown", "zero (off) or more seconds"),
+            (self.finished_outcomes_kept >= 0, "finished_outcomes_kept", "zero (off) or more"),
             (self.retry_period > 0, "retry_period", "more than zero seconds"),
             (self.retry_backoff_max >= self.retry_period, "retry_backoff_max", "at least retry_period"),
             (self.max_commit_retry_ms is None or self.max_commit_retry_ms >= 0, "max_commit_retry_ms",
