@@ -104,6 +104,18 @@ async def test_commit_after_the_timeout_answers_timeout_rollbacking_and_changes_
         assert await tm.status(xid) == G.Finished
 
 
+async def test_an_empty_transaction_ends_with_its_commit_and_takes_no_branch_afterwards(store_url: str) -> None:
+    async with running_tc(store_url) as tc, TM(tc.address[1]) as tm, RM(tc.address[1], [RES]) as rm:
+        xid = await tm.begin()
+        assert await tm.commit(xid) == G.Committed
+        assert await store_empty(tc.store)  # ended before the answer, not by phase two
+        late = await rm.register_raw(xid, lock_key="t:1")
+        assert (late.result_code, late.transaction_exception_code) == (
+            ResultCode.Failed, Code.GlobalTransactionNotExist)
+        assert await store_empty(tc.store), "no branch and no lock joined the ended transaction"
+        assert await tm.commit(xid) == G.Committed
+
+
 async def test_at_only_commit_answers_committed_at_once_and_phase_two_follows(store_url: str) -> None:
     async with running_tc(store_url) as tc, TM(tc.address[1]) as tm, RM(tc.address[1], [RES]) as rm:
         rm.gate = asyncio.Event()  # the RM does not answer until we let it

@@ -174,6 +174,13 @@ class Coordinator:
                 return _COMMIT_ANSWER.get(g.status, g.status)
             if _now_ms() > g.deadline:
                 return G.TimeoutRollbacking  # the timeout checker rolls it back
+            if not branches:
+                # Nothing to drive in phase two (no branch can join: we hold the XID's lock), so
+                # the decision and the end are one write instead of a status change and a removal.
+                await self.store.remove_global(xid)
+                self.outcomes.ended(xid, G.Committed)
+                log.debug("xid=%s committed (no branch)", xid)
+                return G.Committed
             can_async = all(b.branch_type == BranchType.AT or b.status in _COMMIT_ONE_PHASE_DONE for b in branches)
             decided = G.AsyncCommitting if can_async else G.Committing
             if not await self.store.change_global_status(xid, decided, expected=G.Begin, release_locks=True):
