@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pyseata.at.connection import ConnectionContext, current_lock_retry, savepoint_command
-from pyseata.at.dbapi import AsyncDriver, AsyncDriverOps, DriverOps, _ends_transaction
+from pyseata.at.dbapi import AsyncDriver, AsyncDriverOps, DriverOps, ProxyConnection, _ends_transaction
 from pyseata.at.dialects import Paramstyle
 from pyseata.at.executor import (
     Batch,
@@ -221,7 +221,7 @@ def _rows(result: Result) -> list[AsyncpgRow]:
     return [AsyncpgRow.of(names, r) for r in result.rows or []]
 
 
-class ATAsyncpgConnection:
+class ATAsyncpgConnection(ProxyConnection):
     """An ``asyncpg.Connection`` whose local transactions become AT branches inside global transactions.
     Everything this class does not name is the raw connection's."""
 
@@ -231,18 +231,6 @@ class ATAsyncpgConnection:
         self._raw, self._source = raw, source
         self._env, self._ctx = _env_of(source), ConnectionContext()
         self._transaction: Any = None  # the asyncpg Transaction of a covered transaction() block
-
-    @property
-    def raw(self) -> Any:
-        return self._raw
-
-    @property
-    def data_source(self) -> DataSource:
-        return self._source
-
-    @property
-    def context(self) -> ConnectionContext:
-        return self._ctx
 
     # --- statements ----------------------------------------------------------------------------------------
 

@@ -61,7 +61,7 @@ from pyseata.at.executor import (
     Result,
     Rollback,
     Sleep,
-    advance,
+    Stepper,
     commit_flow,
     covered_flow,
     recognize_cached,
@@ -286,18 +286,11 @@ class SyncDriver:
         self._rm = rm
 
     def run(self, flow: Flow[T]) -> T:
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            done, step = advance(flow, value, error)
-            if done:
-                result: T = step
-                return result
-            value, error = None, None
-            try:
-                value = _STEPS[type(step)](self, step)
-            except Exception as exc:
-                error = exc
+        stepper = Stepper(flow)
+        for step in stepper:
+            with stepper:
+                stepper.value = _STEPS[type(step)](self, step)
+        return stepper.result
 
     def cursor(self) -> Any:
         if self._cursor is None:
@@ -347,10 +340,54 @@ _STEPS: Mapping[type, Callable[[SyncDriver, Any], Any]] = {
 
 # --- the proxies -------------------------------------------------------------------------------------
 
+
+class ProxyConnection:
+    """What every AT connection proxy shows of itself: the driver's connection, the resource, and
+    what it remembers of its current local transaction."""
+
+    _raw: Any
+    _source: DataSource
+    _ctx: ConnectionContext
+
+    @property
+    def raw(self) -> Any:
+        return self._raw
+
+    @property
+    def data_source(self) -> DataSource:
+        return self._source
+
+    @property
+    def context(self) -> ConnectionContext:
+        return self._ctx
+
+
 _TRANSACTION_END: Mapping[str, str] = {"COMMIT": "commit", "END": "commit", "ROLLBACK": "rollback"}
 
 
-class ATCursor:
+class _Results:
+    """A proxy cursor's results: its own after a covered statement, the driver cursor's otherwise."""
+
+    __slots__ = ()
+    _raw: Any
+    _result: Result | None
+
+    @property
+    def description(self) -> Any:
+        return self._result.description if self._result is not None else self._raw.description
+
+    @property
+    def rowcount(self) -> int:
+        return self._result.rowcount if self._result is not None else int(self._raw.rowcount)
+
+
+def _one_batch(sets: Sequence[Params], style_of: Callable[[Params], Paramstyle | None]) -> bool:
+    """Whether ``executemany``'s parameter sets can run as one :class:`Batch`: there are some, and all
+    are sequences or all are mappings."""
+    return all(params is not None for params in sets) and len({style_of(params) for params in sets}) == 1
+
+
+class ATCursor(_Results):
     """A driver's cursor, with statements inside global transactions covered by AT mode."""
 
     __slots__ = ("_conn", "_pos", "_raw", "_result", "_returns_cursor")
@@ -382,8 +419,7 @@ class ATCursor:
             answer = self._raw.executemany(sql, seq_of_params)
             return self if self._conn._ops.execute_returns_cursor else answer
         sets = tuple(seq_of_params)
-        if len({self._conn._ops.style_of(params) for params in sets} - {None}) == 1 and all(
-                params is not None for params in sets):
+        if _one_batch(sets, self._conn._ops.style_of):
             total = self._conn._statement(self._raw, sql, Batch(sets))  # type: ignore[arg-type]
             assert total is not None
             return self._serve(Result(None, None, total.rowcount, None))
@@ -400,14 +436,6 @@ class ATCursor:
         return result.rowcount if result is not None else self._raw.rowcount
 
     # --- results: ours after a covered statement, the driver's otherwise ------------------------------
-
-    @property
-    def description(self) -> Any:
-        return self._result.description if self._result is not None else self._raw.description
-
-    @property
-    def rowcount(self) -> int:
-        return self._result.rowcount if self._result is not None else int(self._raw.rowcount)
 
     @property
     def lastrowid(self) -> Any:
@@ -471,7 +499,7 @@ def _refuse(name: str) -> Callable[..., Any]:
     return refused
 
 
-class ATConnection:
+class ATConnection(ProxyConnection):
     """A driver's connection whose local transactions become AT branches inside global transactions.
 
     Anything the proxy does not define (``autocommit``, ``set_session``, driver extensions) is the
@@ -486,20 +514,6 @@ class ATConnection:
         object.__setattr__(self, "_ops", source.ops)
         object.__setattr__(self, "_env", source.env)
         object.__setattr__(self, "_ctx", ConnectionContext())
-
-    @property
-    def raw(self) -> Any:
-        return self._raw
-
-    @property
-    def data_source(self) -> DataSource:
-        source: DataSource = self._source
-        return source
-
-    @property
-    def context(self) -> ConnectionContext:
-        ctx: ConnectionContext = self._ctx
-        return ctx
 
     def cursor(self, *args: Any, **kwargs: Any) -> ATCursor:
         return ATCursor(self._raw.cursor(*args, **kwargs), self)
@@ -651,18 +665,11 @@ class AsyncDriver:
         self.raw, self.ops, self._cursor, self._rm = raw, ops, cursor, rm
 
     async def run(self, flow: Flow[T]) -> T:
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            done, step = advance(flow, value, error)
-            if done:
-                result: T = step
-                return result
-            value, error = None, None
-            try:
-                value = await self._step(step)
-            except Exception as exc:
-                error = exc
+        stepper = Stepper(flow)
+        for step in stepper:
+            with stepper:
+                stepper.value = await self._step(step)
+        return stepper.result
 
     async def _step(self, step: Any) -> Any:
         rm = self._rm
@@ -702,7 +709,7 @@ class AsyncDriver:
                       getattr(cur, "lastrowid", None))
 
 
-class AsyncATCursor:
+class AsyncATCursor(_Results):
     """An asyncio cursor (psycopg ``AsyncCursor``) with statements in global transactions covered."""
 
     __slots__ = ("_conn", "_pos", "_raw", "_result")
@@ -726,8 +733,7 @@ class AsyncATCursor:
             await self._raw.executemany(sql, seq_of_params)
             return
         sets = tuple(seq_of_params)
-        if len({self._conn._ops.sync.style_of(params) for params in sets} - {None}) == 1 and all(
-                params is not None for params in sets):
+        if _one_batch(sets, self._conn._ops.sync.style_of):
             total = await self._conn._statement(self._raw, sql, Batch(sets))  # type: ignore[arg-type]
             self._result = Result(None, None, total.rowcount if total is not None else 0, None)
             return
@@ -736,14 +742,6 @@ class AsyncATCursor:
             result = await self._conn._statement(self._raw, sql, params)
             count += max(result.rowcount if result is not None else 0, 0)
         self._result = Result(None, None, count, None)
-
-    @property
-    def description(self) -> Any:
-        return self._result.description if self._result is not None else self._raw.description
-
-    @property
-    def rowcount(self) -> int:
-        return self._result.rowcount if self._result is not None else int(self._raw.rowcount)
 
     async def fetchone(self) -> Any:
         if self._result is None:
@@ -774,21 +772,13 @@ class AsyncATCursor:
         return getattr(self._raw, name)
 
 
-class AsyncATConnection:
+class AsyncATConnection(ProxyConnection):
     """An asyncio connection (psycopg ``AsyncConnection``) whose local transactions become AT
     branches inside global transactions; phase two runs on the resource's synchronous connections."""
 
     def __init__(self, raw: Any, source: DataSource, ops: AsyncDriverOps) -> None:
         self._raw, self._source, self._ops = raw, source, ops
         self._env, self._ctx = source.env, ConnectionContext()
-
-    @property
-    def raw(self) -> Any:
-        return self._raw
-
-    @property
-    def context(self) -> ConnectionContext:
-        return self._ctx
 
     def cursor(self, *args: Any, **kwargs: Any) -> AsyncATCursor:
         return AsyncATCursor(self._raw.cursor(*args, **kwargs), self)

@@ -51,7 +51,7 @@ import logging
 import threading
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from pyseata.at.connection import ConnectionContext, LockRetry, TransactionBrokenError, current_lock_retry
 from pyseata.at.dialects import Dialect, Paramstyle, get_dialect
@@ -101,7 +101,7 @@ __all__ = [
     "Rollback",
     "Sleep",
     "Step",
-    "advance",
+    "Stepper",
     "autocommit_flow",
     "commit_flow",
     "covered_flow",
@@ -196,13 +196,45 @@ Step: TypeAlias = Execute | Fetch | Begin | Restore | Commit | Rollback | Regist
 Flow: TypeAlias = Generator[Step, Any, T]
 
 
-def advance(flow: Flow[Any], value: Any, error: BaseException | None) -> tuple[bool, Any]:
-    """Sends a driver's answer (``value``, or ``error`` thrown in) into ``flow``: ``(False, next step)``,
-    or ``(True, what the flow returned)``. Every driver's loop is built on it."""
-    try:
-        return False, (flow.send(value) if error is None else flow.throw(error))
-    except StopIteration as done:
-        return True, done.value
+class Stepper(Generic[T]):
+    """Drives a flow for a driver: iterating gives its steps; the answer to a step is set as
+    ``value`` inside ``with stepper:`` (an Exception raised there is thrown into the flow
+    instead); ``result`` is what the flow returned once iteration ends. Every driver's loop::
+
+        stepper = Stepper(flow)
+        for step in stepper:
+            with stepper:
+                stepper.value = perform(step)
+        return stepper.result
+    """
+
+    __slots__ = ("_flow", "error", "result", "value")
+
+    def __init__(self, flow: Flow[T]) -> None:
+        self._flow = flow
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> Stepper[T]:
+        return self
+
+    def __next__(self) -> Step:
+        value, error = self.value, self.error
+        self.value, self.error = None, None
+        try:
+            return self._flow.send(value) if error is None else self._flow.throw(error)
+        except StopIteration as done:
+            self.result: T = done.value
+            raise StopIteration from None
+
+    def __enter__(self) -> Stepper[T]:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: object) -> bool:
+        if kind is not None and issubclass(kind, Exception):
+            self.error = error
+            return True
+        return False
 
 
 # --- errors -----------------------------------------------------------------------------------------
