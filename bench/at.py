@@ -25,11 +25,9 @@ import contextlib
 import logging
 import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import finish, parser, rate
+from _common import Child, finish, parser, rate, tc_command, threaded
 
 PG_DSN = os.environ.get("PYSEATA_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3")
 MYSQL = {
@@ -104,35 +102,10 @@ MARK = {"sqlite": "?", "postgres": "%s", "mariadb": "%s"}
 def concurrent(unit: Callable[[int], bool], threads: int, seconds: float) -> tuple[float, int]:
     """(units per second, units that failed) with ``threads`` threads after a warm-up; ``unit``
     returns False for a failed attempt (not counted as done)."""
-    measuring, stop = threading.Event(), threading.Event()
-    done, failed = [0] * threads, [0] * threads
-    errors: list[BaseException] = []
-
-    def worker(n: int) -> None:
-        try:
-            while not stop.is_set():
-                ok = unit(n)
-                if measuring.is_set():
-                    (done if ok else failed)[n] += 1
-        except BaseException as exc:
-            errors.append(exc)
-            stop.set()
-
-    workers = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(threads)]
-    for w in workers:
-        w.start()
-    time.sleep(WARMUP)
-    measuring.set()
-    began = time.perf_counter()
-    time.sleep(seconds)
-    measuring.clear()
-    elapsed = time.perf_counter() - began
-    stop.set()
-    for w in workers:
-        w.join(120)
-    if errors:
-        raise RuntimeError(f"a writer failed: {errors[0]!r}") from errors[0]
-    return sum(done) / elapsed, sum(failed)
+    run = threaded(unit, threads, seconds, WARMUP)
+    results = run.results()
+    done = sum(1 for ok in results if ok)
+    return done / run.elapsed, len(results) - done
 
 
 def bench_database(kind: str, connect: Callable[[], Any], seconds: float, writers: int) -> dict[str, Any]:
@@ -252,26 +225,6 @@ def tc_costs(seconds: float) -> dict[str, float]:
 # --- the TC -----------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def tc_process() -> Iterator[str]:
-    command = [sys.executable, "-c", "from pyseata.cli.main import main; main()", "server", "--port", "0",
-               "--store", "memory://", "--log-level", "WARNING"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if "ready" not in line:
-            raise RuntimeError(f"the TC did not start: {line!r}")
-        yield line.split()[-1]
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def main() -> None:
     p = parser(__doc__ or "")
     p.add_argument("--databases", default="sqlite,postgres,mariadb", help="comma-separated: sqlite,postgres,mariadb")
@@ -285,8 +238,8 @@ def main() -> None:
     figures.update(fixed_costs())
     results: dict[str, Any] = {}
     print(f"{'database':<10}{'measure':<22}{'plain/s':>10}{'AT/s':>10}{'slowdown':>10}")
-    with tempfile.TemporaryDirectory(prefix="pyseata-bench-at-") as tmp, tc_process() as tc:
-        seata.init(application_id="bench-at", grouplist=tc)
+    with tempfile.TemporaryDirectory(prefix="pyseata-bench-at-") as tmp, Child(tc_command()) as tc:
+        seata.init(application_id="bench-at", grouplist=tc.address)
         figures.update(tc_costs(args.seconds))
         print(f"TC: lock query {figures['tc_lock_query_ms']:.3f} ms, begin + commit of an empty global transaction "
               f"{figures['tc_begin_commit_ms']:.3f} ms; undo log pack (one-row UPDATE) "

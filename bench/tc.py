@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import finish, parser
+from _common import Child, finish, parser, tc_command
 from pyseata.protocol import messages as m
 from pyseata.protocol.enums import BranchStatus, BranchType, GlobalStatus, ResultCode
 from pyseata.rpc.client import ClientTransportConfig, RpcClient
@@ -189,18 +189,12 @@ def _figure(store: str, k: int, concurrency: int, seconds: float, profile: str |
     with tempfile.TemporaryDirectory(prefix="pyseata-bench-") as tmp:
         db = str(Path(tmp) / "tc.db") if store == "sqlite" else None
         url = f"sqlite:///{db}" if db else "memory://"
-        command = [sys.executable, "-c", "from pyseata.cli.main import main; main()",
-                   "server", "--port", "0", "--store", url, "--log-level", "WARNING"]
+        command = tc_command(url)
         if profile:
             out = f"{profile}-{store}-k{k}-c{concurrency}.svg"
             command = ["py-spy", "record", "-o", out, "--", *command]
-        server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        try:
-            assert server.stdout is not None
-            line = server.stdout.readline()
-            if "ready on" not in line:
-                raise RuntimeError(f"the TC did not start: {line!r}")
-            port = int(line.strip().rsplit(":", 1)[1])
+        with Child(command, ready="ready on") as server:
+            port = int(server.address.rsplit(":", 1)[1])
             driver = subprocess.run(
                 [sys.executable, __file__, "--drive", str(k), "--port", str(port), "--concurrency",
                  str(concurrency), "--seconds", str(seconds), "--tc-pid", str(server.pid),
@@ -208,13 +202,6 @@ def _figure(store: str, k: int, concurrency: int, seconds: float, profile: str |
                 check=True, capture_output=True, text=True,
             )
             result: dict[str, Any] = json.loads(driver.stdout.strip().splitlines()[-1])
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
     return result
 
 

@@ -26,11 +26,9 @@ import argparse
 import contextlib
 import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import finish, parser
+from _common import Child, finish, parser, tc_command, threaded
 
 THREADS = (1, 8)
 WARMUP = 1.0
@@ -169,62 +167,12 @@ def keep_alive_server(app: Callable[..., Any]) -> ThreadingHTTPServer:
 # --- the orchestrator and load generator -----------------------------------------------------------
 
 
-class Child:
-    """A process that prints one ready line; stopped with SIGTERM (SIGKILL after 20 s)."""
-
-    def __init__(self, command: list[str]) -> None:
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if "ready" not in line:
-            self.stop()
-            raise RuntimeError(f"{command[2:5]} did not start: {line!r}")
-        self.address = line.split()[-1]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 def measure(unit: Callable[[int], None], threads: int, seconds: float) -> dict[str, float]:
     """Units per second (and latency) with ``threads`` threads, after a warm-up."""
-    measuring, stop = threading.Event(), threading.Event()
-    latencies: list[list[float]] = [[] for _ in range(threads)]
-    errors: list[BaseException] = []
-
-    def worker(n: int) -> None:
-        try:
-            while not stop.is_set():
-                started = time.perf_counter()
-                unit(n)
-                if measuring.is_set():
-                    latencies[n].append(time.perf_counter() - started)
-        except BaseException as exc:
-            errors.append(exc)
-            stop.set()
-
-    workers = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(threads)]
-    for w in workers:
-        w.start()
-    time.sleep(WARMUP)
-    measuring.set()
-    began = time.perf_counter()
-    time.sleep(seconds)
-    measuring.clear()
-    elapsed = time.perf_counter() - began
-    stop.set()
-    for w in workers:
-        w.join(60)
-    if errors:
-        raise RuntimeError(f"a worker failed: {errors[0]!r}") from errors[0]
-    flat = sorted(x for per in latencies for x in per)
+    run = threaded(unit, threads, seconds, WARMUP, join=60)
+    flat = sorted(run.latencies())
     cuts = quantiles(flat, n=100) if len(flat) >= 2 else [flat[0] if flat else 0.0] * 99
-    return {"units_per_s": len(flat) / elapsed, "p50_ms": cuts[49] * 1000, "p99_ms": cuts[98] * 1000,
+    return {"units_per_s": len(flat) / run.elapsed, "p50_ms": cuts[49] * 1000, "p99_ms": cuts[98] * 1000,
             "units": len(flat)}  # fmt: skip
 
 
@@ -242,8 +190,7 @@ def system(tmp: str, store: str, accounts: int) -> Iterator[tuple[str, list[str]
     url = f"sqlite:///{tmp}/tc.db" if store == "sqlite" else "memory://"
     children: list[Child] = []
     try:
-        children.append(Child([sys.executable, "-c", "from pyseata.cli.main import main; main()", "server",
-                               "--port", "0", "--store", url, "--log-level", "WARNING"]))  # fmt: skip
+        children.append(Child(tc_command(url)))
         tc = children[0].address
         paths = [f"{tmp}/{name}.db" for name in ("a", "b")]
         for name, path in zip(("a", "b"), paths, strict=True):
