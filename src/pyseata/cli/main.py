@@ -35,7 +35,10 @@ def frame_explain(hex_text: str | None) -> None:
     from pyseata.protocol.explain import explain_bytes, parse_hex
 
     if hex_text in (None, "-"):
-        hex_text = sys.stdin.read()
+        try:
+            hex_text = sys.stdin.read()
+        except UnicodeDecodeError as exc:
+            raise click.UsageError(f"stdin is not text, so not hex: {exc}") from None
     try:
         data = parse_hex(hex_text or "")
     except ValueError as exc:
