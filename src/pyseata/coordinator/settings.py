@@ -104,7 +104,7 @@ def _convert(name: str, hint: Any, raw: Any, source: str) -> Any:
         if not isinstance(raw, str):  # e.g. host = 5 in TOML: a typo, not a host name
             raise ValueError(raw)
         return raw
-    except ValueError:
+    except (ValueError, TypeError, OverflowError):  # TypeError: a TOML list, table or date; Overflow: 1e400
         raise ConfigError(f"{source}: {name}={raw!r} is not a valid {kind.__name__}") from None
 
 
