@@ -61,14 +61,19 @@ class ClientConfig:
     access_key: str | None = None
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            _check(f.name, getattr(self, f.name))
         mapping = dict(self.vgroup_mapping) or {self.tx_service_group: DEFAULT_CLUSTER}
         object.__setattr__(self, "vgroup_mapping", MappingProxyType(mapping))
         object.__setattr__(self, "grouplist", MappingProxyType(dict(self.grouplist)))
-        for f in fields(self):
-            _check(f.name, getattr(self, f.name))
         if self.access_key is not None and self.secret is None:
             raise ConfigError("access_key is only used with secret: set secret too, or drop access_key")
-        self.transport()  # the lookup chain must resolve now, not at the first begin
+        try:
+            self.transport()  # the lookup chain must resolve now, not at the first begin
+        except ConfigError:
+            raise
+        except ValueError as exc:  # a port int() cannot read although str.isdigit() said yes ('8\u00b2')
+            raise ConfigError(f"grouplist {dict(self.grouplist)!r} is not 'host:port[,host:port]': {exc}") from None
 
     def transport(self) -> ClientTransportConfig:
         """The transport settings for :class:`~pyseata.rpc.client.RpcClient`."""
@@ -87,17 +92,36 @@ class ClientConfig:
 
 # --- per-key rules (shared by the constructor and the loader, so both name the key) -------------
 
+def _str_mapping(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+def _number(value: Any) -> bool:
+    """An int or float: not a bool, not a string or a Decimal the transport could not time with."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "application_id": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
     "tx_service_group": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
-    "tm_request_timeout": (lambda v: v > 0, "> 0 seconds"),
-    "rm_request_timeout": (lambda v: v > 0, "> 0 seconds"),
-    "connect_timeout": (lambda v: v > 0, "> 0 seconds"),
-    "default_timeout": (lambda v: v > 0, "> 0 seconds"),
-    "commit_retry_count": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1 (attempts in all)"),
-    "rollback_retry_count": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1 (attempts in all)"),
-    "retry_interval": (lambda v: v >= 0, ">= 0 seconds"),
+    "tm_request_timeout": (lambda v: _number(v) and v > 0, "> 0 seconds"),
+    "rm_request_timeout": (lambda v: _number(v) and v > 0, "> 0 seconds"),
+    "connect_timeout": (lambda v: _number(v) and v > 0, "> 0 seconds"),
+    "default_timeout": (lambda v: _number(v) and v > 0, "> 0 seconds"),
+    "commit_retry_count": (lambda v: _number(v) and isinstance(v, int) and v >= 1, "an integer >= 1 (attempts in all)"),
+    "rollback_retry_count": (lambda v: _number(v) and isinstance(v, int) and v >= 1,
+                             "an integer >= 1 (attempts in all)"),
+    "retry_interval": (lambda v: _number(v) and v >= 0, ">= 0 seconds"),
+    "vgroup_mapping": (_str_mapping, "a mapping of group names to cluster names"),
+    "grouplist": (_str_mapping, "a mapping of cluster names to 'host:port[,host:port]'"),
+    "secret": (lambda v: v is None or isinstance(v, str), "a string (or None)"),
+    "access_key": (lambda v: v is None or isinstance(v, str), "a string (or None)"),
 }
+_HIDDEN = frozenset({"secret"})  # its value never goes into a message
+
+
+def _shown(name: str, value: Any) -> str:
+    return f"a {type(value).__name__} (not shown)" if name in _HIDDEN else repr(value)
 
 
 def _check(name: str, value: Any, source: str = "") -> None:
@@ -110,7 +134,7 @@ def _check(name: str, value: Any, source: str = "") -> None:
     except TypeError:
         passed = False
     if not passed:
-        raise ConfigError(f"{source}{name} must be {text}, not {value!r}")
+        raise ConfigError(f"{source}{name} must be {text}, not {_shown(name, value)}")
 
 
 # --- converting raw values (strings from the environment, TOML values) -------------------------
@@ -136,7 +160,7 @@ def _to_float(raw: Any) -> float:
         raise ValueError("a number of seconds")
     try:
         return float(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float (10**400)
         raise ValueError("a number of seconds") from None
 
 
@@ -177,7 +201,7 @@ def _convert(name: str, raw: Any, source: str) -> Any:
     try:
         value = convert(raw)
     except ValueError as exc:
-        raise ConfigError(f"{source}{name} must be {exc}, not {raw!r}") from None
+        raise ConfigError(f"{source}{name} must be {exc}, not {_shown(name, raw)}") from None
     if convert is not _to_mapping:
         _check(name, value, source)
     return value
