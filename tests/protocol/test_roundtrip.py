@@ -9,7 +9,7 @@ from pyseata.protocol import messages as m
 from pyseata.protocol.codec import decode_body, encode_body
 from pyseata.protocol.compress import is_available
 from pyseata.protocol.enums import EXCEPTION_CODE_TABLES, GlobalStatus, MessageType, TransactionExceptionCode
-from pyseata.protocol.frame import Frame, FrameDecoder, encode_frame
+from pyseata.protocol.frame import Frame, FrameDecoder, encode_frame, encode_message, encode_plain
 
 from .strategies import BODY_TYPES, COMPRESSORS, HEAD_MAPS, I32, any_message, wire_normal
 
@@ -42,6 +42,25 @@ def test_frame_round_trip(body: m.Message, request_id: int, message_type: Messag
     assert back.body == wire_normal(body)
     assert encode_frame(back) == encode_frame(Frame(message_type, request_id, wire_normal(body),
                                                     compressor=compressor, head_map=head_map))  # type: ignore[arg-type]
+
+
+@SETTINGS
+@given(body=any_message(), request_id=I32, message_type=st.sampled_from(BODY_TYPES),
+       table=st.sampled_from(sorted(EXCEPTION_CODE_TABLES)))
+def test_the_fast_paths_match_the_generic_ones(body: m.Message, request_id: int, message_type: MessageType,
+                                               table: str) -> None:
+    """encode_plain is encode_message without head map and compression; feed_lean is feed, with
+    ordinary responses as (request id, body) pairs."""
+    codes = EXCEPTION_CODE_TABLES[table]
+    wire = encode_message(message_type, request_id, body, codes=codes)
+    assert encode_plain(message_type, request_id, body, codes) == wire
+    (frame,) = FrameDecoder(codes=codes).feed(wire)
+    (lean,) = FrameDecoder(codes=codes).feed_lean(wire)
+    if isinstance(lean, tuple):  # a response the compiled decoders read (not a batch container...)
+        assert message_type == MessageType.RESPONSE
+        assert lean == (frame.request_id, frame.body)
+    else:
+        assert lean == frame
 
 
 @given(request_id=I32, ping=st.booleans())

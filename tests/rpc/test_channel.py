@@ -335,7 +335,7 @@ async def _count_writes(port: int, frames: int, config: ChannelConfig) -> tuple[
 
 async def test_frames_queued_in_one_iteration_leave_in_one_write(loop_kind: str) -> None:
     async with channel_server(echo_name) as (port, _):
-        writes, answers = await _count_writes(port, 100, quick(write_batch=1000))
+        writes, answers = await _count_writes(port, 100, quick(write_batch=1000, eager_write=False))
         assert len(writes) == 1, writes
         assert [a.xid for a in answers if isinstance(a, m.GlobalBeginResponse)] == [f"n{i}" for i in range(100)]
 
@@ -343,9 +343,60 @@ async def test_frames_queued_in_one_iteration_leave_in_one_write(loop_kind: str)
 async def test_write_batch_caps_the_frames_per_write(loop_kind: str) -> None:
     # The default cap lets the peer start on the first frames while the rest are encoded.
     async with channel_server(echo_name) as (port, _):
-        writes, answers = await _count_writes(port, 100, quick())
+        writes, answers = await _count_writes(port, 100, quick(eager_write=False))
         assert len(writes) == 100 // ChannelConfig().write_batch
         assert len(answers) == 100
+
+
+async def test_eager_write_sends_the_first_frame_at_once_and_coalesces_the_rest(loop_kind: str) -> None:
+    single = len(encode_frame(Frame(MessageType.REQUEST_SYNC, 1, m.GlobalBeginRequest(transaction_name="n0"))))
+    async with channel_server(echo_name) as (port, _):
+        writes, answers = await _count_writes(port, 100, quick(write_batch=1000))
+        assert writes[0] == single and len(writes) == 2, writes
+        writes, answers = await _count_writes(port, 100, quick())
+        assert writes[0] == single and len(writes) == 1 + 99 // 4 + 1, writes
+        assert [a.xid for a in answers if isinstance(a, m.GlobalBeginResponse)] == [f"n{i}" for i in range(100)]
+
+
+class _FakeTransport:
+    """Just enough of a transport to drive a Channel by hand: records what is written."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 1)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("batch", [1000, 4])
+async def test_answers_given_while_reading_leave_at_the_end_of_the_read(batch: int) -> None:
+    """Handlers that answer in their first step: the answers to the requests of one read leave
+    before data_received returns, coalesced in write_batch groups."""
+    channel = Channel(echo_name, quick(write_batch=batch))
+    transport = _FakeTransport()
+    channel.connection_made(transport)  # type: ignore[arg-type]
+    names = [f"n{i}" for i in range(50)]
+    channel.data_received(
+        b"".join(
+            encode_frame(Frame(MessageType.REQUEST_SYNC, i + 1, m.GlobalBeginRequest(transaction_name=name)))
+            for i, name in enumerate(names)
+        )
+    )
+    assert len(transport.writes) == -(-50 // batch)
+    answers = FrameDecoder().feed(b"".join(transport.writes))
+    assert [(f.request_id, f.body) for f in answers] == [
+        (i + 1, m.GlobalBeginResponse(xid=name)) for i, name in enumerate(names)
+    ]
+    channel.close()
 
 
 # --- the handler pool: no wedge, back-pressure, hard limit -----------------------------------------

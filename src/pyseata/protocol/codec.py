@@ -380,7 +380,7 @@ class _Slow(Exception):  # noqa: N818 - control flow, never escapes
 
 _BYTES = tuple(bytes([i]) for i in range(256))
 _RESULT_CODES = {int(c): c for c in ResultCode}
-_FastDecoder = Callable[[bytes, int, ExceptionCodeTable], tuple[m.Message, int]]
+_FastDecoder = Callable[..., tuple[m.Message, int]]  # (buf, pos, codes[, end])
 _FastEncoder = Callable[[m.Message, ExceptionCodeTable], bytes]
 
 
@@ -505,7 +505,9 @@ def _compile(layout: Layout) -> tuple[_FastDecoder, _FastEncoder] | None:
         "_truncate_utf8": _truncate_utf8, "cls": layout.cls,
         "HEAD": _I16.pack(layout.cls.TYPE_CODE),
     }
-    decode = ["def decode(buf, pos, codes):", "    n = len(buf)"]
+    # ``end``: where the body ends inside ``buf`` (the frame decoder reads bodies in place);
+    # by default the end of ``buf``.
+    decode = ["def decode(buf, pos, codes, end=-1):", "    n = len(buf) if end < 0 else end"]
     encode = ["def encode(msg, codes):", "    out = [HEAD]"]
     for i, f in enumerate(layout.fields):
         dec, enc = _decode_lines(f, i, env), _encode_lines(f, i, env)
@@ -525,6 +527,9 @@ _FAST: dict[type[m.Message], tuple[_FastDecoder, _FastEncoder]] = {
 
 
 _FAST_DECODERS: dict[int, _FastDecoder] = {cls.TYPE_CODE: fast[0] for cls, fast in _FAST.items()}
+_FAST_ENCODERS: dict[type[m.Message], _FastEncoder] = {cls: fast[1] for cls, fast in _FAST.items()}
+FAST_ERRORS = (_Slow, KeyError, UnicodeDecodeError)
+"""What a compiled decoder raises when the generic path must decide (and report errors)."""
 
 
 def _decode_layout(layout: Layout, buf: bytes, pos: int, codes: ExceptionCodeTable) -> tuple[m.Message, int]:
