@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
@@ -83,6 +84,9 @@ XID_HEADER_NAMES = frozenset({XID_HEADER.lower(), XID_HEADER_ALIAS.lower()})
 BRANCH_TYPE_HEADER_NAMES = frozenset({BRANCH_TYPE_HEADER.lower(), BRANCH_TYPE_HEADER_ALIAS.lower()})
 
 _SHOWN = 160  # how much of a rejected value a log line shows
+# The numbers of an XID as a TC prints them: int() alone would also read "1_2", "+5" or "007", so
+# one transaction could arrive under several spellings, none of which the TC wrote.
+_XID_NUMBERS = re.compile(r".+:[1-9][0-9]*:-?(?:0|[1-9][0-9]*)")
 
 C = TypeVar("C")
 
@@ -330,6 +334,8 @@ def xid_from_values(values: Iterable[str], where: str = "request") -> str | None
         if not (xid.isascii() and xid.isprintable()) or " " in xid:
             raise InvalidXidError("not printable ASCII without spaces")
         parse_xid(xid)
+        if not _XID_NUMBERS.fullmatch(xid):
+            raise InvalidXidError("its port and transaction id are not plain decimal numbers")
     except InvalidXidError as exc:
         log.warning("ignoring the XID header of %s: %s is not a Seata XID (ip:port:transactionId): %s",
                     where, _shown(xid), exc)  # fmt: skip
