@@ -5,6 +5,7 @@ values of many types come back exactly."""
 from __future__ import annotations
 
 import logging
+import time as clock
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -14,7 +15,7 @@ import pytest
 
 import pyseata.client as seata
 from pyseata.at import DataSource, LockRetry, TransactionBrokenError
-from pyseata.at.dbapi import SyncDriver
+from pyseata.at.dbapi import DRIVERS, SyncDriver
 from pyseata.at.executor import commit_flow
 from pyseata.at.undo import UndoLogStatus
 from pyseata.client import RollbackFailedError
@@ -205,3 +206,26 @@ def test_values_come_back_exactly(db: Db, runtime: seata.ClientRuntime) -> None:
     tx.rollback()
     assert db.run("SELECT * FROM typed") == start
     conn.close()
+
+
+def test_committed_branches_are_deleted_together_not_one_by_one(make_db: Any) -> None:
+    db = make_db("sqlite")
+    opened: list[Any] = []
+    factory = support.factory(db)
+
+    def counting() -> Any:
+        opened.append(factory())
+        return opened[-1]
+
+    ds = DataSource(counting, resource_id="at-test-batched-deletes", dialect="sqlite", commit_delay=30,
+                    register=False, ops=DRIVERS["sqlite3"])
+    ds.create_undo_log_table()
+    before = len(opened)
+    for branch_id in range(1, 6):
+        assert ds.branch_commit(BranchRequest(f"127.0.0.1:8091:{branch_id}", branch_id, ds.resource_id,
+                                              BranchType.AT, None))
+        clock.sleep(0.05)  # room for a worker that a commit did wake to delete (it must not be woken)
+    assert ds.pending_deletes() == 5  # queued: the worker waits out commit_delay, a commit does not wake it
+    ds.close()  # deletes what is queued: one connection, one DELETE
+    assert ds.pending_deletes() == 0
+    assert len(opened) - before == 1

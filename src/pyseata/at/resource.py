@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -293,8 +294,7 @@ class DataSource:
             self.flush()
         with self._cond:
             self._queue.append((request.xid, request.branch_id))
-            self._start_worker()
-            self._cond.notify()
+            self._start_worker()  # it deletes every commit_delay seconds, not per commit
         return True
 
     def pending_deletes(self) -> int:
@@ -342,9 +342,14 @@ class DataSource:
             self._worker.start()
 
     def _work(self) -> None:
+        # One batch per commit_delay whatever the commit rate (Seata's AsyncWorker: once a second). A
+        # flush per commit would open a connection per commit, and its DELETE would contend with the
+        # undo_log INSERTs of the branches committing meanwhile.
         while True:
             with self._cond:
-                self._cond.wait(self.commit_delay)
+                deadline = time.monotonic() + self.commit_delay
+                while not self._closed and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
                 if self._closed:
                     return
                 idle = not self._queue
