@@ -138,3 +138,29 @@ def _nan_equal(a: Any, b: Any) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_nan_equal(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b) and type(a) is type(b)
+
+
+# Values load_settings took, with which the TC then failed to start with a traceback (ValueError,
+# UnicodeError), or started but would write XIDs no client can carry, or lose every alert.
+UNUSABLE = [
+    ("host", "a\x00b"), ("host", "\u00e9" * 70), ("host", "x" * 64), ("host", "a..b"), ("host", ""), ("host", " "),
+    ("advertise_host", "a:b c"), ("advertise_host", "t\u00e9"), ("advertise_host", "h" * 101),
+    ("store", "sqlite:///\x00"), ("tls_cert", "c\x00"), ("tls_key", "k\x00"),
+    ("alert_webhook", "not a url"), ("alert_webhook", "ftp://x/hook"), ("alert_webhook", "http://"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), UNUSABLE)
+def test_an_unusable_value_is_refused_by_name(name: str, value: str) -> None:
+    pair = {"tls_cert": "tls_key", "tls_key": "tls_cert"}
+    environ = {ENV_PREFIX + name.upper(): value} | (
+        {ENV_PREFIX + pair[name].upper(): "/etc/x.pem"} if name in pair else {})
+    with pytest.raises(ConfigError, match=name):
+        load_settings(None, environ=environ)
+
+
+@pytest.mark.parametrize(("name", "value"), [("host", "0.0.0.0"), ("host", "::"), ("host", "tc.example.com"),
+                                             ("advertise_host", "10.0.0.5"), ("advertise_host", "::1"),
+                                             ("alert_webhook", "https://alerts.example.com/hook?x=1")])
+def test_a_usable_value_is_taken(name: str, value: str) -> None:
+    assert getattr(load_settings(None, environ={ENV_PREFIX + name.upper(): value}), name) == value

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
+from urllib.parse import urlsplit
 
 from pyseata.configfile import read_toml
 from pyseata.errors import ConfigError
@@ -63,11 +64,41 @@ class ServerSettings:
             ((self.tls_cert is None) == (self.tls_key is None), "tls_cert/tls_key", "set together"),
             (self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log_level",
              "one of DEBUG, INFO, WARNING, ERROR"),
+            (_is_host(self.host, 253), "host", "a host name or IP address (ASCII, no spaces)"),
+            (self.advertise_host is None or _is_host(self.advertise_host, _MAX_ADVERTISED), "advertise_host",
+             f"a host name or IP address (ASCII, no spaces, at most {_MAX_ADVERTISED} characters: it goes into "
+             "XIDs, which are at most 128)"),
+            *((value is None or "\x00" not in value, name, "a path without NUL characters")
+              for name, value in (("store", self.store), ("tls_cert", self.tls_cert), ("tls_key", self.tls_key))),
+            (self.alert_webhook is None or _is_http_url(self.alert_webhook), "alert_webhook",
+             "an http:// or https:// URL"),
         ]
         for ok, name, rule in checks:
             if not ok:
                 raise ConfigError(f"server setting {name} must be {rule}")
         return self
+
+
+_MAX_ADVERTISED = 100  # + ":65535:" + a 19-digit transaction id stays within Seata's 128-character XIDs
+
+
+def _is_host(host: str, longest: int) -> bool:
+    """Something the resolver can be asked about, and that can go into an XID as it is."""
+    if not 0 < len(host) <= longest or not (host.isascii() and host.isprintable()) or " " in host:
+        return False
+    try:
+        host.encode("idna")  # empty or over-long labels ("a..b", 64 letters) fail here, not in getaddrinfo
+    except UnicodeError:
+        return False
+    return True
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and url.isprintable() and " " not in url
 
 
 def _base(hint: Any) -> tuple[type, bool]:
