@@ -53,7 +53,12 @@ def _works(config: ClientConfig) -> None:
             assert type(value) in (int, float) and not math.isnan(value), (f.name, value)
         else:
             assert type(value).__name__ == declared.removesuffix(" | None"), (f.name, value)
-    assert config.transport().tc_addresses()
+    addresses = config.transport().tc_addresses()
+    assert addresses
+    for address in addresses:  # each one a name a connection attempt can resolve
+        assert 0 < address.port < 65536
+        assert address.host.isprintable() and not any(ch.isspace() for ch in address.host), address
+        address.host.encode("idna")
 
 
 @FUZZ
@@ -141,3 +146,10 @@ def test_a_secret_is_not_shown_in_an_error() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(environ={}, application_id="app", secret=[SECRET])
     assert "secret" in str(info.value) and SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize("grouplist", ["a\x00b:8091", "a b:8091", "a..b:8091", "x" * 64 + ":8091", "h:8091,a\tb:8092"])
+def test_a_tc_address_no_connection_could_resolve_is_refused(grouplist: str) -> None:
+    """These loaded, then every connection attempt failed with an "unexpected error" traceback."""
+    with pytest.raises(ConfigError, match="grouplist"):
+        load_config(environ={}, application_id="app", grouplist=grouplist)

@@ -69,11 +69,14 @@ class ClientConfig:
         if self.access_key is not None and self.secret is None:
             raise ConfigError("access_key is only used with secret: set secret too, or drop access_key")
         try:
-            self.transport()  # the lookup chain must resolve now, not at the first begin
+            addresses = self.transport().tc_addresses()  # the lookup chain must resolve now, not at the first begin
         except ConfigError:
             raise
         except ValueError as exc:  # a port int() cannot read although str.isdigit() said yes ('8\u00b2')
             raise ConfigError(f"grouplist {dict(self.grouplist)!r} is not 'host:port[,host:port]': {exc}") from None
+        for address in addresses:
+            if not _is_host(address.host):
+                raise ConfigError(f"grouplist: {address.host!r} is not a host name or IP address")
 
     def transport(self) -> ClientTransportConfig:
         """The transport settings for :class:`~pyseata.rpc.client.RpcClient`."""
@@ -94,6 +97,17 @@ class ClientConfig:
 
 def _str_mapping(value: Any) -> bool:
     return isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+def _is_host(host: str) -> bool:
+    """A name the resolver can be asked about: else every connection attempt fails the same way."""
+    if not host.isprintable() or any(ch.isspace() for ch in host):
+        return False
+    try:
+        host.encode("idna")  # empty or over-long labels ("a..b", 64 letters)
+    except UnicodeError:
+        return False
+    return True
 
 
 def _number(value: Any) -> bool:
