@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
@@ -130,6 +131,7 @@ class Channel(asyncio.Protocol):
         self._flush_scheduled = False
         self._write_batch = self.config.write_batch
         self._eager_write = self.config.eager_write
+        self._eager_start = self.config.eager_start
         self._reading = False  # inside data_received: answers leave at the end of the read
         self._wrote_early = False  # a frame went out at once since the last read or flush
         self._next_id = 0
@@ -145,7 +147,6 @@ class Channel(asyncio.Protocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self._backlog: deque[Frame] = deque()
         self._feeding = False
-        self._starting = 0  # > 0 while a handler's first step runs inside _spawn
         self._reading_paused = False
         self._write_paused: asyncio.Future[None] | None = None
         self._closed_exc: ConnectionClosedError | None = None
@@ -343,7 +344,7 @@ class Channel(asyncio.Protocol):
 
     async def request(self, body: Message, *, timeout: float | None = None) -> Message:
         """Sends a sync request and returns the response body."""
-        future = self.request_nowait(body, timeout=timeout)
+        future = self._send(body, timeout, _REQUEST_SYNC)
         if self._write_paused is not None:
             # The peer reads slower than we write: hold the caller back. The request is already
             # pending, so reading goes on meanwhile (see _track).
@@ -354,9 +355,13 @@ class Channel(asyncio.Protocol):
         self, body: Message, *, timeout: float | None = None, message_type: MessageType = _REQUEST_SYNC
     ) -> asyncio.Future[Message]:
         """Sends a request now; the returned future completes with its response body."""
+        return self._send(body, timeout, message_type)
+
+    def _send(self, body: Message, timeout: float | None, message_type: MessageType) -> asyncio.Future[Message]:
         if self._closed_exc is not None:
             raise self._closed_exc
-        request_id = self._new_id()
+        # _new_id, inline: this is the path of every request.
+        self._next_id = request_id = (self._next_id + 1) & 0x7FFFFFFF or 1
         future = self._track(request_id, body, timeout)
         try:
             compressor = self.config.compressor
@@ -525,36 +530,42 @@ class Channel(asyncio.Protocol):
         # never wait, and a task for each cost a fifth of a round trip. At its first real
         # suspension the handler moves to a task, so a handler that waits never holds up
         # reading. Each handler gets its own copy of the context, as a task would.
-        assert self._loop is not None
-        if not self.config.eager_start:
-            self._tasks.add(self._loop.create_task(self._run(frame)))
+        loop = self._loop
+        assert loop is not None
+        if not self._eager_start:
+            self._tasks.add(loop.create_task(self._run(self._handler(self, frame), frame)))
             return
         context = contextvars.copy_context()
-        coro = self._run(frame)
-        self._starting += 1
+        step = self._handler(self, frame)
+        coro = step if step.__class__ is _COROUTINE else _awaited(step)
         try:
             waiting_on = context.run(coro.send, None)
-        except (StopIteration, asyncio.CancelledError):
+        except (StopIteration, asyncio.CancelledError, ConnectionClosedError):
             # Finished, or cancelled itself (awaited a cancelled future): as a task would have
             # ended quietly, not an error of the connection.
+            pass
+        except Exception:
+            log.exception("%s: handler failed on %r from %s", self.name, frame, self.peer_text)
+        else:
+            resumed = _Resumed(coro, waiting_on)
+            self._tasks.add(loop.create_task(self._run(resumed, frame), context=context))
             return
-        finally:
-            self._starting -= 1
-        self._tasks.add(self._loop.create_task(_resume(_Resumed(coro, waiting_on)), context=context))
+        if self._backlog or self._reading_paused:
+            self._next_from_backlog()
 
-    async def _run(self, frame: Frame) -> None:
+    async def _run(self, handler: Awaitable[None], frame: Frame) -> None:
+        """A handler in a task of the pool: from its start, or from where its first step waited."""
         try:
-            await self._handler(self, frame)
+            await handler
         except ConnectionClosedError:
             pass
         except Exception:
             log.exception("%s: handler failed on %r from %s", self.name, frame, self.peer_text)
         finally:
             # Bookkeeping here rather than in a done callback: one loop callback less per request.
-            if not self._starting:  # this handler had moved to a task: it leaves the pool
-                task = asyncio.current_task()
-                if task is not None:
-                    self._tasks.discard(cast("asyncio.Task[None]", task))
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.discard(cast("asyncio.Task[None]", task))
             if self._backlog or self._reading_paused:
                 self._next_from_backlog()
 
@@ -681,6 +692,18 @@ class Channel(asyncio.Protocol):
             task.cancel()
 
 
+_COROUTINE = types.CoroutineType
+
+
+def _awaited(awaitable: Awaitable[None]) -> Coroutine[Any, Any, None]:
+    """A coroutine, for a handler that returned some other awaitable."""
+
+    async def wait() -> None:
+        await awaitable
+
+    return awaitable if isinstance(awaitable, Coroutine) else wait()
+
+
 class _Resumed:
     """Carries on a handler coroutine whose first step already ran (see ``Channel._spawn``): the
     task first waits for what that step yielded, then drives the coroutine as it would have."""
@@ -707,6 +730,3 @@ class _Resumed:
                 except StopIteration:
                     return
 
-
-async def _resume(resumed: _Resumed) -> None:
-    await resumed
