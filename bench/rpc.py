@@ -77,6 +77,18 @@ class _Begin:
         pass
 
 
+def _whole_frames(buf: bytearray) -> tuple[int, int]:
+    """How many whole length-prefixed frames ``buf`` starts with, and the bytes they take."""
+    count = pos = 0
+    while len(buf) - pos >= 4:
+        size = int.from_bytes(buf[pos : pos + 4], "big")
+        if len(buf) - pos < size:
+            break
+        pos += size
+        count += 1
+    return count, pos
+
+
 class _RawEcho(asyncio.Protocol):
     """Echoes every whole length-prefixed frame; all frames of one read leave in one write."""
 
@@ -89,13 +101,8 @@ class _RawEcho(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self.buf
         buf += data
-        pos = 0
-        while len(buf) - pos >= 4:
-            size = int.from_bytes(buf[pos : pos + 4], "big")
-            if len(buf) - pos < size:
-                break
-            pos += size
-            _RawEcho.count += 1
+        count, pos = _whole_frames(buf)
+        _RawEcho.count += count
         if pos:
             self.transport.write(bytes(buf[:pos]))
             del buf[:pos]
@@ -133,13 +140,10 @@ class _RawClient(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self.buf
         buf += data
-        pos = 0
-        while len(buf) - pos >= 4:
-            size = int.from_bytes(buf[pos : pos + 4], "big")
-            if len(buf) - pos < size:
-                break
-            pos += size
-            self.waiters.popleft().set_result(None)
+        count, pos = _whole_frames(buf)
+        waiters = self.waiters
+        for _ in range(count):
+            waiters.popleft().set_result(None)
         del buf[:pos]
 
     def call(self, frame: bytes) -> asyncio.Future[None]:
