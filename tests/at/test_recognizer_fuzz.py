@@ -141,6 +141,14 @@ def test_mutated_statements(seed: tuple[str, str, str | None], dialect: str, sty
 PLACEHOLDERS = {None: ["1"], "format": ["%s"], "pyformat": ["%(p)s", "%(q)s"], "qmark": ["?"],
                 "named": [":p", ":q"], "dollar": ["$1", "$2"], "numeric": [":1"]}
 QUOTES = {"mysql": "`{}`", "postgres": '"{}"', "sqlite": '"{}"'}
+UPSERTS = {  # "verb|tail" around INSERT's "INTO ... VALUES ..."
+    "mysql": ["INSERT| ON DUPLICATE KEY UPDATE {c} = VALUES({c})", "INSERT IGNORE|",
+              "INSERT| ON DUPLICATE KEY UPDATE {c} = {c} + 1"],
+    "postgres": ["INSERT| ON CONFLICT ({c}) DO UPDATE SET {c} = EXCLUDED.{c}", "INSERT| ON CONFLICT DO NOTHING",
+                 "INSERT| ON CONFLICT ON CONSTRAINT k DO NOTHING"],
+    "sqlite": ["INSERT| ON CONFLICT ({c}) DO UPDATE SET {c} = excluded.{c}", "INSERT OR IGNORE|",
+               "INSERT| ON CONFLICT DO NOTHING"],
+}
 
 
 @st.composite
@@ -162,11 +170,16 @@ def shapes(draw: st.DrawFn) -> tuple[str, str, str | None, Kind, str]:
     if style not in ("format", "pyformat"):
         where = where.replace("%%", "%")
     where = where.format(v=draw(value))
-    kind = draw(st.sampled_from([Kind.INSERT, Kind.UPDATE, Kind.DELETE, Kind.SELECT_FOR_UPDATE]))
-    if kind is Kind.INSERT:
+    kind = draw(st.sampled_from([Kind.INSERT, Kind.UPSERT, Kind.UPDATE, Kind.DELETE, Kind.SELECT_FOR_UPDATE]))
+    if kind in (Kind.INSERT, Kind.UPSERT):
         rows = draw(st.lists(st.lists(value, min_size=len(columns), max_size=len(columns)), min_size=1, max_size=3))
-        sql = (f"INSERT INTO {written} ({', '.join(columns)}) VALUES "
-               + ", ".join("(" + ", ".join(row) + ")" for row in rows))
+        verb = "INSERT"
+        tail = ""
+        if kind is Kind.UPSERT:
+            column = columns[0]
+            verb, tail = draw(st.sampled_from(UPSERTS[dialect])).format(c=column).split("|")
+        sql = (f"{verb} INTO {written} ({', '.join(columns)}) VALUES "
+               + ", ".join("(" + ", ".join(row) + ")" for row in rows) + tail)
     elif kind is Kind.UPDATE:
         sets = ", ".join(f"{c} = {draw(value)}" for c in columns)
         sql = f"UPDATE {written} SET {sets}{where}"
