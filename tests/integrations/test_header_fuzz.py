@@ -97,7 +97,8 @@ def check_binding(values: list[str], seen: Seen, prebound: str | None) -> None:
 # --- ASGI ---------------------------------------------------------------------------------------------
 
 
-def _asgi_round(headers: list[tuple[bytes, bytes]], prebound: str | None, app_binds: bool) -> tuple[Seen, Seen]:
+def _asgi_round(headers: list[tuple[bytes, bytes]], prebound: str | None, app_binds: bool,
+                kind: str = "http") -> tuple[Seen, Seen]:
     seen: list[Seen] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -117,7 +118,9 @@ def _asgi_round(headers: list[tuple[bytes, bytes]], prebound: str | None, app_bi
     async def request() -> Seen:
         # In one task: the middleware must restore this task's own context, not rely on a copy.
         token = bind(prebound) if prebound else None
-        scope = {"type": "http", "method": "POST", "path": "/pay", "headers": headers, "client": ("10.0.0.1", 5)}
+        scope = {"type": kind, "path": "/pay", "headers": headers, "client": ("10.0.0.1", 5)}
+        if kind == "http":
+            scope["method"] = "POST"
         await SeataMiddleware(app)(scope, receive, send)
         after = (get_xid(), get_branch_type())
         if token is not None:
@@ -151,9 +154,10 @@ def test_asgi_headers(xids: list[tuple[str, str]], branch_type: str | None, preb
 
 @FUZZ
 @given(st.lists(st.tuples(st.sampled_from([b"tx_xid", b"tx-xid", b"TX_XID", b"tx_branch_type"]),
-                          st.binary(max_size=150)), min_size=1, max_size=3))
-def test_asgi_raw_bytes(headers: list[tuple[bytes, bytes]]) -> None:
-    seen, after = _asgi_round(headers, None, False)
+                          st.binary(max_size=150)), min_size=1, max_size=3),
+       st.sampled_from(["http", "websocket"]))
+def test_asgi_raw_bytes(headers: list[tuple[bytes, bytes]], kind: str) -> None:
+    seen, after = _asgi_round(headers, None, False, kind)
     check_binding([v.decode("latin-1") for n, v in headers if n.lower() in (b"tx_xid", b"tx-xid")], seen, None)
     assert after == (None, None)
 
