@@ -151,21 +151,8 @@ class TableRecords:
 
     def primary_keys(self) -> list[tuple[Any, ...]]:
         """Each row's primary-key values, in key order."""
-        if not self.rows:
-            return []
         pk = self.primary_key
-        names = [f.name for f in self.rows[0].fields]
-        if not all(name in names for name in pk):
-            return [row.key(pk) for row in self.rows]
-        at = [names.index(name) for name in pk]
-        keys = []
-        for row in self.rows:  # the rows of one image share their columns; checked, not assumed
-            fields = row.fields
-            if all(i < len(fields) and fields[i].name == name for i, name in zip(at, pk, strict=True)):
-                keys.append(tuple(fields[i].value for i in at))
-            else:
-                keys.append(row.key(pk))
-        return keys
+        return [row.key(pk) for row in self.rows]
 
 
 # --- exact comparison -------------------------------------------------------------------------------
