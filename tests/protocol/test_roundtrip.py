@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -56,6 +58,9 @@ def test_the_fast_paths_match_the_generic_ones(body: m.Message, request_id: int,
     assert encode_plain(message_type, request_id, body, codes) == wire
     (frame,) = FrameDecoder(codes=codes).feed(wire)
     (lean,) = FrameDecoder(codes=codes).feed_lean(wire)
+    assert type(frame) is Frame  # built the fast way, still the frozen dataclass
+    assert frame == Frame(message_type, request_id, frame.body)
+    assert dataclasses.replace(frame, request_id=1).request_id == 1
     if isinstance(lean, tuple):  # a response the compiled decoders read (not a batch container...)
         assert message_type == MessageType.RESPONSE
         assert lean == (frame.request_id, frame.body)

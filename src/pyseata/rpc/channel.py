@@ -189,10 +189,21 @@ class Channel(asyncio.Protocol):
         # Answers given by handlers that finish in their first step are queued, and leave
         # together when the read is handled: no loop iteration between a request and its answer.
         self._reading = True
+        pending = self._pending
         try:
             for frame in frames:
                 if frame.__class__ is tuple:  # an ordinary response: (request id, body)
-                    self.complete(*frame)
+                    request_id, body = frame
+                    entry = pending.pop(request_id, None)
+                    if entry is None:
+                        self._unmatched(request_id, body)
+                    else:  # complete(), inline: this is the path of every answer
+                        future = entry[0]
+                        ids = self._buckets.get(entry[1])
+                        if ids is not None:
+                            ids.discard(request_id)
+                        if not future.done():
+                            future.set_result(body)
                 elif frame.message_type == _RESPONSE:  # type: ignore[union-attr]
                     self.complete(frame.request_id, frame.body)  # type: ignore[union-attr]
                 else:
@@ -496,10 +507,7 @@ class Channel(asyncio.Protocol):
         """Completes the pending request ``request_id``; False if nothing waits for it."""
         entry = self._pending.pop(request_id, None)
         if entry is None:
-            if isinstance(body, MergeResultMessage | BatchResultMessage):
-                return self._complete_merged(request_id, body)
-            log.debug("%s: response %d from %s matches no pending request", self.name, request_id, self.peer_text)
-            return False
+            return self._unmatched(request_id, body)
         future, bucket, _ = entry
         ids = self._buckets.get(bucket)
         if ids is not None:
@@ -507,6 +515,12 @@ class Channel(asyncio.Protocol):
         if not future.done():
             future.set_result(body)
         return True
+
+    def _unmatched(self, request_id: int, body: Message) -> bool:
+        if isinstance(body, MergeResultMessage | BatchResultMessage):
+            return self._complete_merged(request_id, body)
+        log.debug("%s: response %d from %s matches no pending request", self.name, request_id, self.peer_text)
+        return False
 
     def _complete_merged(self, frame_id: int, body: MergeResultMessage | BatchResultMessage) -> bool:
         if isinstance(body, MergeResultMessage):
