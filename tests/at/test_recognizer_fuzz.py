@@ -3,13 +3,12 @@ of test_recognizer) and generated DML shapes either come back as a recognised St
 fragments are the statement's own text, or raise SQLNotSupportedError quoting the statement; never
 an IndexError, KeyError, AttributeError or a sqlglot error of its own.
 
-Three bugs of the recogniser are known (see ``KNOWN_BUGS``); while they stand the properties let
-exactly those through, and the ``xfail`` tests at the end reproduce them.
+Bugs of the recogniser that are known go in ``KNOWN_BUGS`` (the properties let exactly those
+through); the three the fuzzer found are fixed, and ``FIXED_BUGS`` keeps them refused clearly.
 """
 
 from __future__ import annotations
 
-import decimal
 import traceback
 
 import pytest
@@ -33,13 +32,13 @@ SEEDS: list[tuple[str, str, str | None]] = sorted(
 
 # Known recogniser bugs, each as (exception type, a function its traceback passes through). Until they
 # are fixed, recognize() raising exactly these is tolerated by the properties; anything else fails.
-KNOWN_BUGS: list[tuple[type[BaseException], str, str]] = [
-    # _insert(): a column list item that is not a name ("(1)", "(@a)") reaches _name() as a Literal/Var.
-    (AttributeError, "_insert", "INSERT INTO t (1) VALUES (1)"),
-    # _number(): a numeric literal Decimal cannot read ("3E", "2e") raises decimal.InvalidOperation.
-    (decimal.InvalidOperation, "_number", "INSERT INTO t VALUES (3E)"),
-    # _parse() wraps only SqlglotError; sqlglot's parser raises AttributeError on "{ : }".
-    (AttributeError, "_parse", "{ : }"),
+KNOWN_BUGS: list[tuple[type[BaseException], str, str]] = []  # none known
+
+# Bugs found by the fuzzer and fixed; each must stay a clear refusal.
+FIXED_BUGS: list[str] = [
+    "INSERT INTO t (1) VALUES (1)",  # _insert(): a column list item that is not a name
+    "INSERT INTO t VALUES (3E)",  # _number(): a numeric literal Decimal cannot read
+    "{ : }",  # _parse(): sqlglot's parser raised AttributeError
 ]
 
 
@@ -208,13 +207,12 @@ def test_generated_statements_are_recognised(shape: tuple[str, str, str | None, 
     assert result.table is not None and result.table.name.text == table
 
 
-# --- the known bugs, reproduced -------------------------------------------------------------------
+# --- the fixed bugs, still refused ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="recognizer bug: see KNOWN_BUGS; remove this mark once it is fixed")
-@pytest.mark.parametrize("sql", [bug[2] for bug in KNOWN_BUGS])
+@pytest.mark.parametrize("sql", FIXED_BUGS)
 @pytest.mark.parametrize("dialect", DIALECTS)
-def test_known_bug_gives_a_clear_error(dialect: str, sql: str) -> None:
+def test_fixed_bug_gives_a_clear_error(dialect: str, sql: str) -> None:
     with pytest.raises(SQLNotSupportedError):
         recognize(sql, dialect)
 

@@ -41,7 +41,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -416,6 +416,8 @@ def _parse(text: str, ctx: _Ctx) -> exp.Expr:
         trees = sqlglot.parse(text, read=ctx.d.sqlglot)
     except SqlglotError as exc:
         raise ctx.refuse(f"cannot parse it ({_first_line(exc)})") from exc
+    except (AttributeError, TypeError, ValueError, IndexError, KeyError) as exc:  # sqlglot's own slips ("{ : }")
+        raise ctx.refuse(f"cannot parse it ({type(exc).__name__} in the SQL parser)") from exc
     finally:
         _parsing.active = False
     found = [t for t in trees if t is not None]
@@ -449,6 +451,15 @@ def _table_ref(ctx: _Ctx, node: exp.Expr | None, what: str) -> TableRef:
 
 def _name(ident: exp.Identifier) -> Name:
     return Name(ident.this, bool(ident.quoted))
+
+
+def _insert_column(ctx: _Ctx, item: exp.Expr) -> Name:
+    """One name of an INSERT's column list; anything else there ("(1)", "(@a)") is refused."""
+    if isinstance(item, exp.Identifier):
+        return _name(item)
+    if isinstance(item, exp.Column) and isinstance(item.this, exp.Identifier) and not item.table:
+        return _name(item.this)
+    raise ctx.refuse(f"cannot read the INSERT column {item.sql()!r}")
 
 
 def _column_names(ctx: _Ctx, target: exp.Expr) -> tuple[Name, ...]:
@@ -603,7 +614,7 @@ def _insert(ctx: _Ctx, tree: exp.Expr) -> Statement:
     target = tree.this
     columns: tuple[Name, ...] | None = None
     if isinstance(target, exp.Schema):
-        columns = tuple(_name(c) if isinstance(c, exp.Identifier) else _name(c.this) for c in target.expressions)
+        columns = tuple(_insert_column(ctx, c) for c in target.expressions)
         target = target.this
     ref = _table_ref(ctx, target, "INSERT")
     source = tree.expression
@@ -651,12 +662,12 @@ def _rows(ctx: _Ctx, values: exp.Values) -> tuple[tuple[InsertValue, ...], ...]:
             fragment = ctx.fragment(first, last)
             if fragment is None:
                 raise ctx.refuse("cannot read the VALUES rows")
-            row.append(_value(node, fragment))
+            row.append(_value(ctx, node, fragment))
         rows.append(tuple(row))
     return tuple(rows)
 
 
-def _value(node: exp.Expr, fragment: Fragment) -> InsertValue:
+def _value(ctx: _Ctx, node: exp.Expr, fragment: Fragment) -> InsertValue:
     while isinstance(node, exp.Paren):
         node = node.this
     if isinstance(node, exp.Placeholder) and len(fragment.placeholders) == 1:
@@ -668,12 +679,15 @@ def _value(node: exp.Expr, fragment: Fragment) -> InsertValue:
     for cls, convert in _LITERALS:
         if isinstance(node, cls):
             value = convert(node)
+            if value is _BAD_NUMBER:
+                raise ctx.refuse(f"cannot read the number {fragment.sql.strip()!r}")
             if value is not _NOT_LITERAL:
                 return InsertValue(ValueKind.LITERAL, fragment, value)
     return InsertValue(ValueKind.EXPRESSION, fragment)
 
 
 _NOT_LITERAL = object()
+_BAD_NUMBER = object()  # a numeric literal that is no number ("3E"): refused
 
 
 def _number(node: exp.Expr) -> object:
@@ -683,12 +697,16 @@ def _number(node: exp.Expr) -> object:
     try:
         return int(text)
     except ValueError:
+        pass
+    try:
         return Decimal(text)
+    except InvalidOperation:  # "3E"
+        return _BAD_NUMBER
 
 
 def _negative(node: exp.Expr) -> object:
     value = _number(node.this)
-    return _NOT_LITERAL if value is _NOT_LITERAL else -value  # type: ignore[operator]
+    return value if value is _NOT_LITERAL or value is _BAD_NUMBER else -value  # type: ignore[operator]
 
 
 def _hex(node: exp.Expr) -> object:
