@@ -36,9 +36,12 @@ def test_xid_round_trip() -> None:
     assert parse_xid(xid) == Xid("10.0.0.5", 8091, 2612341069705662465)
     assert parse_xid(xid).address == "10.0.0.5:8091"
     assert str(parse_xid(xid)) == xid
+    assert parse_xid("h:8091:-7").transaction_id == -7  # a Java long may be negative
 
 
-BAD_XIDS = ["", "abc", "host:port:1", "h:8091:x", ":8091:1", "h:0:1", "h:8091:99999999999999999999"]
+BAD_XIDS = ["", "abc", "host:port:1", "h:8091:x", ":8091:1", "h:0:1", "h:8091:99999999999999999999",
+            # int() reads these; a TC never writes them, and Java's parser refuses most of them
+            "h:8091:1_2", "h:8091: 5", "h:8091:5\n", "h:80_91:5", "h:+8091:5", "h:8091:\u0663", "h:\u0663:5"]
 
 
 @pytest.mark.parametrize("bad", BAD_XIDS)

@@ -6,6 +6,7 @@ began the transaction (BEHAVIOUR.md 1.1).
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from pyseata.errors import PyseataError
@@ -13,6 +14,8 @@ from pyseata.errors import PyseataError
 __all__ = ["InvalidXidError", "Xid", "format_xid", "parse_xid"]
 
 _INT64_MAX = 2**63 - 1
+_PORT = re.compile(r"[0-9]{1,5}")
+_ID = re.compile(r"-?[0-9]{1,20}")  # a Java long as Seata writes it
 
 
 class InvalidXidError(PyseataError, ValueError):
@@ -46,12 +49,12 @@ def parse_xid(xid: str) -> Xid:
     if len(parts) != 3 or not parts[0]:
         raise InvalidXidError(f"XID {xid!r} is not of the form host:port:transactionId")
     host, port_text, id_text = parts
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    # ASCII digits only: int() would also take " 5", "1_2", "+5" and other scripts' digits.
+    if _PORT.fullmatch(port_text) is None or not 0 < int(port_text) < 65536:
         raise InvalidXidError(f"XID {xid!r} has an invalid port {port_text!r}")
-    try:
-        transaction_id = int(id_text)
-    except ValueError:
-        raise InvalidXidError(f"XID {xid!r} has a non-numeric transaction id {id_text!r}") from None
+    if _ID.fullmatch(id_text) is None:
+        raise InvalidXidError(f"XID {xid!r} has a non-numeric transaction id {id_text!r}")
+    transaction_id = int(id_text)
     if not -_INT64_MAX - 1 <= transaction_id <= _INT64_MAX:
         raise InvalidXidError(f"XID {xid!r} has a transaction id outside the 64-bit range")
     return Xid(host, int(port_text), transaction_id)
