@@ -170,6 +170,7 @@ def test_defaults_are_seatas() -> None:
         ({"vgroup_mapping": {"default_tx_group": "east"}}, "set grouplist['east']"),
         ({"grouplist": {"default": "127.0.0.1"}}, "'127.0.0.1' is not host:port"),
         ({"grouplist": {"default": "127.0.0.1:70000"}}, "is not host:port"),
+        ({"grouplist": {"default": "127.0.0.1:\u00b2"}}, "is not host:port"),  # isdigit() but not int()
         ({"application_id": ""}, "application_id must be a non-empty string"),
         ({"tm_request_timeout": 0}, "tm_request_timeout must be > 0"),
         ({"heartbeat_interval": -1}, "heartbeat_interval must be > 0 seconds or None"),

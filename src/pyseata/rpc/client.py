@@ -115,7 +115,7 @@ def parse_grouplist(text: str, *, key: str = "grouplist") -> tuple[TcAddress, ..
     for item in (part.strip() for part in text.split(",")):
         host, sep, port = item.rpartition(":")
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise ConfigError(f"{key} = {text!r}: {item!r} is not host:port (e.g. 127.0.0.1:8091)")
         address = TcAddress(host, int(port))
         if address not in addresses:
