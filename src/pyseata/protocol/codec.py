@@ -379,6 +379,7 @@ class _Slow(Exception):  # noqa: N818 - control flow, never escapes
 
 
 _BYTES = tuple(bytes([i]) for i in range(256))
+_LEN16 = tuple(_I16.pack(i) for i in range(256))
 _RESULT_CODES = {int(c): c for c in ResultCode}
 _FastDecoder = Callable[..., tuple[m.Message, int]]  # (buf, pos, codes[, end])
 _FastEncoder = Callable[[m.Message, ExceptionCodeTable], bytes]
@@ -442,35 +443,39 @@ def _decode_lines(f: Field, i: int, env: dict[str, Any]) -> list[str] | None:
 
 
 def _encode_lines(f: Field, i: int, env: dict[str, Any]) -> list[str] | None:
-    get = f"msg.{f.name}"
+    """Lines that leave the field's bytes in ``p{i}``; the encoder joins them once at the end."""
+    get, p = f"msg.{f.name}", f"p{i}"
     if f.kind in ("str16", "str32"):
         width, limit = (_I16, _MAX_STR16) if f.kind == "str16" else (_I32, 0x7FFFFFFF)
         env[f"W{i}"] = width
+        # Short strings take their length prefix from a table: a struct call less.
+        prefix = f"(_LEN16[n] if n < 256 else W{i}.pack(n))" if f.kind == "str16" else f"W{i}.pack(n)"
         return [
             f"v = {get}",
             "if not v:",
-            f"    out.append({width.pack(0)!r})",
+            f"    {p} = {width.pack(0)!r}",
             "else:",
-            "    data = v.encode('utf-8')",
-            f"    if len(data) > {limit}: raise _Slow",
-            f"    out.append(W{i}.pack(len(data)) + data)",
+            f"    {p} = v.encode('utf-8')",
+            f"    n = len({p})",
+            f"    if n > {limit}: raise _Slow",
+            f"    {p} = {prefix} + {p}",
         ]
     if f.kind == "msg":
-        return ["if msg.result_code == _FAILED:", "    data = _truncate_utf8(msg.msg or '', _MAX_STR16)",
-                "    out.append(_I16.pack(len(data)) + data)"]
+        return [f"{p} = b''", "if msg.result_code == _FAILED:", "    data = _truncate_utf8(msg.msg or '', _MAX_STR16)",
+                f"    {p} = _I16.pack(len(data)) + data"]
     if f.kind == "integer":
         env[f"W{i}"] = f.args[0]
-        return [f"out.append(W{i}.pack({get}))"]  # struct.error: the generic path reports it
+        return [f"{p} = W{i}.pack({get})"]  # struct.error: the generic path reports it
     if f.kind == "boolean":
         env[f"W{i}"] = f.args[0]
-        return [f"out.append(W{i}.pack(1 if {get} else 0))"]
+        return [f"{p} = W{i}.pack(1 if {get} else 0)"]
     if f.kind == "enum_u8":
         env[f"C{i}"] = f.args[0]
-        return [f"v = {get}", f"if v.__class__ is not C{i}: raise _Slow", "out.append(_BYTES[v])"]
+        return [f"v = {get}", f"if v.__class__ is not C{i}: raise _Slow", f"{p} = _BYTES[v]"]
     if f.kind == "result_code":
-        return [f"out.append(b'\\x01' if {get} == _SUCCESS else b'\\x00')"]
+        return [f"{p} = b'\\x01' if {get} == _SUCCESS else b'\\x00'"]
     if f.kind == "exception_code":
-        return [f"out.append(_BYTES[codes.encode({get})])"]
+        return [f"{p} = _BYTES[codes.encode({get})]"]
     return None
 
 
@@ -502,13 +507,13 @@ def _compile(layout: Layout) -> tuple[_FastDecoder, _FastEncoder] | None:
     env: dict[str, Any] = {
         "_Slow": _Slow, "_I16": _I16, "_I32": _I32, "_BYTES": _BYTES, "_RESULT_CODES": _RESULT_CODES,
         "_FAILED": ResultCode.Failed, "_SUCCESS": ResultCode.Success, "_MAX_STR16": _MAX_STR16,
-        "_truncate_utf8": _truncate_utf8, "cls": layout.cls,
+        "_truncate_utf8": _truncate_utf8, "cls": layout.cls, "_LEN16": _LEN16,
         "HEAD": _I16.pack(layout.cls.TYPE_CODE),
     }
     # ``end``: where the body ends inside ``buf`` (the frame decoder reads bodies in place);
     # by default the end of ``buf``.
     decode = ["def decode(buf, pos, codes, end=-1):", "    n = len(buf) if end < 0 else end"]
-    encode = ["def encode(msg, codes):", "    out = [HEAD]"]
+    encode = ["def encode(msg, codes):"]
     for i, f in enumerate(layout.fields):
         dec, enc = _decode_lines(f, i, env), _encode_lines(f, i, env)
         if dec is None or enc is None:
@@ -516,7 +521,8 @@ def _compile(layout: Layout) -> tuple[_FastDecoder, _FastEncoder] | None:
         decode += ["    " + line for line in dec]
         encode += ["    " + line for line in enc]
     decode += ["    " + line for line in _construct_lines(layout, env)]
-    encode.append("    return b''.join(out)")
+    parts = ", ".join(f"p{i}" for i in range(len(layout.fields)))
+    encode.append(f"    return b''.join((HEAD, {parts}))")
     exec(compile("\n".join(decode + encode), f"<codec {layout.cls.__name__}>", "exec"), env)
     return env["decode"], env["encode"]
 
