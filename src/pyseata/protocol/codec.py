@@ -29,6 +29,7 @@ from pyseata.protocol.enums import (
     ExceptionCodeTable,
     GlobalStatus,
     ResultCode,
+    TransactionExceptionCode,
     TypeCode,
 )
 
@@ -438,7 +439,9 @@ def _decode_lines(f: Field, i: int, env: dict[str, Any]) -> list[str] | None:
         return ["if pos >= n: raise _Slow", "v_result = buf[pos]", "pos += 1", "if v_result > 1: raise _Slow",
                 f"{v} = _RESULT_CODES[v_result]"]
     if f.kind == "exception_code":
-        return ["if pos >= n: raise _Slow", f"{v} = codes.decode(buf[pos])", "pos += 1"]
+        # codes.decode, inline
+        return ["if pos >= n: raise _Slow", "raw = buf[pos]", "pos += 1", "t = codes._by_ordinal",
+                f"{v} = t[raw] if raw < len(t) else _UNKNOWN_CODE"]
     return None
 
 
@@ -475,7 +478,7 @@ def _encode_lines(f: Field, i: int, env: dict[str, Any]) -> list[str] | None:
     if f.kind == "result_code":
         return [f"{p} = b'\\x01' if {get} == _SUCCESS else b'\\x00'"]
     if f.kind == "exception_code":
-        return [f"{p} = _BYTES[codes.encode({get})]"]
+        return [f"{p} = _BYTES[codes._to_ordinal.get({get}, 0)]"]  # codes.encode, inline
     return None
 
 
@@ -508,6 +511,7 @@ def _compile(layout: Layout) -> tuple[_FastDecoder, _FastEncoder] | None:
         "_Slow": _Slow, "_I16": _I16, "_I32": _I32, "_BYTES": _BYTES, "_RESULT_CODES": _RESULT_CODES,
         "_FAILED": ResultCode.Failed, "_SUCCESS": ResultCode.Success, "_MAX_STR16": _MAX_STR16,
         "_truncate_utf8": _truncate_utf8, "cls": layout.cls, "_LEN16": _LEN16,
+        "_UNKNOWN_CODE": TransactionExceptionCode.Unknown,
         "HEAD": _I16.pack(layout.cls.TYPE_CODE),
     }
     # ``end``: where the body ends inside ``buf`` (the frame decoder reads bodies in place);

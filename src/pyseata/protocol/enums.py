@@ -194,6 +194,7 @@ class ExceptionCodeTable:
     a Java peer throws on an ordinal outside its own table.
     """
 
+    # The compiled codecs (codec._compile) read _by_ordinal and _to_ordinal directly.
     __slots__ = ("_by_ordinal", "_to_ordinal", "name")
 
     def __init__(self, name: str, codes: tuple[TransactionExceptionCode, ...]) -> None:
