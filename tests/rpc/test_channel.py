@@ -399,6 +399,35 @@ async def test_answers_given_while_reading_leave_at_the_end_of_the_read(batch: i
     channel.close()
 
 
+async def test_eager_write_waits_for_the_end_of_the_iteration_after_a_read_of_several_frames() -> None:
+    """A read of one answer: the next request leaves at once. A read of several: several callers
+    will send in this iteration, so the next request waits and leaves with theirs."""
+    channel = Channel(never_answer, quick())
+    transport = _FakeTransport()
+    channel.connection_made(transport)  # type: ignore[arg-type]
+
+    def answer(*ids: int) -> bytes:
+        return b"".join(encode_frame(Frame(MessageType.RESPONSE, i, m.GlobalBeginResponse(xid="x"))) for i in ids)
+
+    first = channel.request_nowait(m.GlobalBeginRequest(transaction_name="a"))
+    assert len(transport.writes) == 1  # nothing else waited: written at once
+    channel.data_received(answer(1))
+    second = channel.request_nowait(m.GlobalBeginRequest(transaction_name="b"))
+    third = channel.request_nowait(m.GlobalBeginRequest(transaction_name="c"))
+    assert len(transport.writes) == 2  # "b" at once after a read of one answer; "c" waits for the iteration
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 3
+    channel.data_received(answer(2, 3))
+    fourth = channel.request_nowait(m.GlobalBeginRequest(transaction_name="d"))
+    assert len(transport.writes) == 3  # after a read of two answers, "d" waits for the others
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 4
+    assert all(f.done() for f in (first, second, third))
+    channel.close()
+    with pytest.raises(ConnectionClosedError):
+        await fourth
+
+
 # --- the handler pool: no wedge, back-pressure, hard limit -----------------------------------------
 
 

@@ -179,13 +179,15 @@ class Channel(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._read_seen = True
-        self._wrote_early = False  # a new loop iteration: the next frame may leave at once again
         try:
             frames = self._decoder.feed_lean(data)
         except ProtocolError as exc:
             log.warning("%s: closing connection from %s: %s", self.name, self.peer_text, exc)
             self._close(ConnectionClosedError(f"protocol error from {self.peer_text}: {exc}"))
             return
+        # A new loop iteration: the next frame may leave at once again, unless this read brought
+        # several frames (several callers will send this iteration: better they leave together).
+        self._wrote_early = len(frames) > 1
         # Answers given by handlers that finish in their first step are queued, and leave
         # together when the read is handled: no loop iteration between a request and its answer.
         self._reading = True
