@@ -58,6 +58,7 @@ def _well_typed(result: ServerSettings) -> None:
 @example("drain_timeout", "flag", 10**400).via("too big for a float: was an OverflowError")
 @example("port", "environment", "\u00b2")
 @example("retry_period", "environment", "nan")
+@example("drain_timeout", "flag", 2**53 + 1).via("an int no float holds exactly: the test compared it unconverted")
 def test_one_setting_from_one_source(config_path: Path, name: str, source: str, data: Any) -> None:
     """Each setting, given any value by any source: the value is taken, or the error names it."""
     if isinstance(data, st.DataObject):
@@ -72,7 +73,10 @@ def test_one_setting_from_one_source(config_path: Path, name: str, source: str, 
         return
     _well_typed(result)
     if raw is not None and not isinstance(raw, str) and not (isinstance(raw, float) and math.isnan(raw)):
-        assert getattr(result, name) == raw, (name, raw)  # a typed value is taken as it is
+        kind, _ = _base(HINTS[name])
+        # a typed value is taken as it is (an int for a float setting as the nearest float: 2**53 + 1
+        # cannot be one exactly)
+        assert getattr(result, name) == (float(raw) if kind is float else raw), (name, raw)
 
 
 @FUZZ
