@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 try:
     import uvloop
@@ -28,6 +29,13 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFORMANCE_DIR = PROJECT_ROOT.parent / "shared" / "conformance"
 IN_CI = bool(os.environ.get("CI"))
 TEST_DEADLINE = 90.0  # one async test, overall; pytest-timeout is the outer guard
+
+# Property tests explore new random inputs on a developer machine; in CI each test draws the same
+# inputs every run (derived from its source), so a run's verdict depends on the code alone. Long
+# random exploration belongs to the developer runs and the atheris targets in fuzz/.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if IN_CI:
+    settings.load_profile("ci")
 
 
 def missing(reason: str) -> None:
