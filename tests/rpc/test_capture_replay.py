@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_capture
 from pyseata.protocol import messages as m
 from pyseata.protocol.frame import FrameDecoder
 
@@ -25,15 +26,6 @@ from .conftest import RawConn, ScriptedTC, running_server
 
 CAPTURES = ["capture-tm-rm-rollback.tsv", "capture-tm-commit-heartbeat.tsv"]
 RECORDED_XID = "127.0.0.1:8093:123456789"
-
-
-def load_capture(path: Path) -> list[tuple[str, int, bytes]]:
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            direction, conn, frame_hex = line.split("\t")
-            rows.append((direction, int(conn), bytes.fromhex(frame_hex)))
-    return rows
 
 
 @pytest.mark.parametrize("capture", CAPTURES)
