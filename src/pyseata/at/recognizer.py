@@ -418,6 +418,8 @@ def _parse(text: str, ctx: _Ctx) -> exp.Expr:
         raise ctx.refuse(f"cannot parse it ({_first_line(exc)})") from exc
     except (AttributeError, TypeError, ValueError, IndexError, KeyError) as exc:  # sqlglot's own slips ("{ : }")
         raise ctx.refuse(f"cannot parse it ({type(exc).__name__} in the SQL parser)") from exc
+    except RecursionError:  # sqlglot parses recursively: "{{{..." or "(((..." some dozens deep
+        raise ctx.refuse("cannot parse it (nested too deeply for the SQL parser)") from None
     finally:
         _parsing.active = False
     found = [t for t in trees if t is not None]
