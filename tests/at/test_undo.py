@@ -193,6 +193,8 @@ def test_the_defense_payload_is_an_empty_log() -> None:
     (b'{"sqlUndoLogs": [{"sqlType": "NOPE"}]}', "unexpected shape"),
     (b'{"sqlUndoLogs": [{"sqlType": "INSERT", "afterImage": {"rows": [{"fields": [{"name": "x", "value": '
      b'["com.acme.Money", 1]}]}]}}]}', "com.acme.Money"),
+    (b"[" * 100_000, "nested too deeply"),  # was a RecursionError out of json.loads
+    (b'{"a":' * 100_000, "nested too deeply"),
 ])
 def test_unreadable_logs_say_why(payload: bytes, message: str) -> None:
     with pytest.raises(UndoLogFormatError, match=message):

@@ -588,6 +588,8 @@ def decode_undo_log(data: bytes, *, zone: tzinfo = UTC) -> BranchUndoLog:
         root = json.loads(data, parse_float=Decimal)
     except (ValueError, UnicodeDecodeError) as exc:
         raise UndoLogFormatError(f"rollback_info is not JSON: {exc}") from exc
+    except RecursionError:  # "[[[[..." deeper than the json module can follow
+        raise UndoLogFormatError("rollback_info is JSON nested too deeply to read") from None
     if not isinstance(root, dict):
         raise UndoLogFormatError("rollback_info is not a JSON object")
     codec = _Codec(zone)
