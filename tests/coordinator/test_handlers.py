@@ -372,6 +372,15 @@ async def test_skip_check_lock_relies_on_the_row_key_alone(store_url: str) -> No
             await tm.rollback(xid)
 
 
+async def test_application_data_too_deep_for_json_is_not_a_hint() -> None:
+    async with running_tc() as tc, TM(tc.address[1]) as tm, RM(tc.address[1], [RES]) as rm:
+        xid = await tm.begin()
+        # json.loads raises RecursionError here; the branch registers as one without hints
+        branch = await rm.register(xid, lock_key="t:1", application_data='{"a":' * 100_000)
+        assert [b.branch_id for b in await tc.store.get_branches(xid)] == [branch]
+        assert await tm.rollback(xid) == G.Rollbacked
+
+
 async def test_malformed_lock_key_is_branch_register_failed(store_url: str) -> None:
     async with running_tc(store_url) as tc, TM(tc.address[1]) as tm, RM(tc.address[1], [RES]) as rm:
         xid = await tm.begin()

@@ -164,6 +164,8 @@ def test_a_java_shaped_context_is_read() -> None:
         BusinessActionContext.from_application_data("{", action_name="x")
     with pytest.raises(ValueError, match="actionContext"):
         BusinessActionContext.from_application_data('{"actionContext": 3}', action_name="x")
+    with pytest.raises(ValueError, match="nested too deeply"):  # was a RecursionError from json
+        BusinessActionContext.from_application_data("[" * 100_000, action_name="x")
 
 
 def test_context_additions_must_be_json_and_not_seatas_keys() -> None:

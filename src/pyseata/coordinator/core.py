@@ -78,7 +78,7 @@ def _app_flags(application_data: str | None) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(application_data)
-    except ValueError:
+    except (ValueError, RecursionError):  # not the hints' shape: no hints
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -107,6 +107,9 @@ class BusinessActionContext(Mapping[str, Any]):
                 parsed = json.loads(data)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"the application data of branch {branch_id} of {xid} is not JSON: {exc}") from None
+            except RecursionError:
+                raise ValueError(f"the application data of branch {branch_id} of {xid} is JSON nested too "
+                                 "deeply to read") from None
             inner = parsed.get(ACTION_CONTEXT, {}) if isinstance(parsed, dict) else None
             if not isinstance(inner, dict):
                 raise ValueError(f"the application data of branch {branch_id} of {xid} has no "
